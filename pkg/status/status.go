@@ -1,0 +1,117 @@
+// Package status owns an intent's life after it reached the dispatcher: the
+// states it moves through, the timeline of decisions and attempts kept for the
+// regulator, and the events published on reminders.status.
+package status
+
+import (
+	"time"
+)
+
+// State is where an intent stands.
+type State string
+
+// The states of an intent. Terminal states never change again, except that a
+// delivery callback may move sent or sent_unconfirmed forward.
+const (
+	Accepted        State = "accepted"         // taken in over HTTP, not yet decided
+	Deferred        State = "deferred"         // may not go now; scheduled for later
+	Sending         State = "sending"          // a contact slot is reserved; the provider is being called
+	Sent            State = "sent"             // the provider accepted it
+	Delivered       State = "delivered"        // the provider confirmed delivery
+	Failed          State = "failed"           // could not be sent
+	Undelivered     State = "undelivered"      // the provider accepted but could not deliver
+	SentUnconfirmed State = "sent_unconfirmed" // the provider may have it; never resent blindly
+	Suppressed      State = "suppressed"       // decided not to send (see Reason)
+	Rejected        State = "rejected"         // invalid; the original is in the DLQ
+)
+
+// Terminal reports whether s is an end state for the dispatcher's own
+// decisions: an intent in it is never sent (again).
+func (s State) Terminal() bool {
+	switch s {
+	case Sent, Delivered, Failed, Undelivered, SentUnconfirmed, Suppressed, Rejected:
+		return true
+	}
+	return false
+}
+
+// Reasons for suppressed, failed and deferred states.
+const (
+	ReasonDuplicate    = "duplicate"
+	ReasonExpired      = "expired"
+	ReasonOptedOut     = "opted_out"
+	ReasonFrequencyCap = "frequency_cap"
+	ReasonDoNotContact = "do_not_contact"
+	ReasonInvalid      = "invalid"
+)
+
+// Entry is one line of an intent's timeline: a decision or an attempt. It
+// holds no personal data: addresses are masked before they get here.
+type Entry struct {
+	Seq        int64     `json:"seq"`
+	At         time.Time `json:"at"`
+	State      State     `json:"state"`
+	Reason     string    `json:"reason,omitempty"`
+	Channel    string    `json:"channel,omitempty"`
+	To         string    `json:"to,omitempty"` // masked address
+	Provider   string    `json:"provider,omitempty"`
+	ProviderID string    `json:"provider_id,omitempty"`
+	ErrorCode  string    `json:"error_code,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+	Worker     string    `json:"worker,omitempty"`
+}
+
+// Record is everything the dispatcher keeps about one intent.
+type Record struct {
+	ID        string    `json:"id"`
+	DebtorID  string    `json:"debtor_id"`
+	State     State     `json:"state"`
+	Reason    string    `json:"reason,omitempty"`
+	Channel   string    `json:"channel,omitempty"`
+	Template  string    `json:"template,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Timeline  []Entry   `json:"timeline"`
+}
+
+// Last returns the newest timeline entry, or the zero Entry.
+func (r Record) Last() Entry {
+	if len(r.Timeline) == 0 {
+		return Entry{}
+	}
+	return r.Timeline[len(r.Timeline)-1]
+}
+
+// Event kinds on reminders.status.
+const (
+	KindTransition = "transition" // the intent's record changed; fold these
+	KindDuplicate  = "duplicate"  // the same id arrived again; the record did not change
+)
+
+// Event is one message on reminders.status, keyed by intent id. Events are
+// delivered at least once: (id, seq) identifies a transition, so a consumer
+// that folds them into a state drops the ones it has seen.
+type Event struct {
+	Kind       string    `json:"kind"`
+	ID         string    `json:"id"`
+	DebtorID   string    `json:"debtor_id"`
+	Seq        int64     `json:"seq,omitempty"`
+	State      State     `json:"state"`
+	Reason     string    `json:"reason,omitempty"`
+	Channel    string    `json:"channel,omitempty"`
+	At         time.Time `json:"at"`
+	To         string    `json:"to,omitempty"`
+	Provider   string    `json:"provider,omitempty"`
+	ProviderID string    `json:"provider_id,omitempty"`
+	ErrorCode  string    `json:"error_code,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+}
+
+// TransitionEvent makes the event that publishes entry e of intent id.
+func TransitionEvent(id, debtorID string, e Entry) Event {
+	return Event{
+		Kind: KindTransition, ID: id, DebtorID: debtorID, Seq: e.Seq, State: e.State,
+		Reason: e.Reason, Channel: e.Channel, At: e.At, To: e.To, Provider: e.Provider,
+		ProviderID: e.ProviderID, ErrorCode: e.ErrorCode, Detail: e.Detail,
+	}
+}

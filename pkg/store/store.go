@@ -1,0 +1,367 @@
+// Package store keeps the dispatcher's hot state in Redis: intent records
+// (status and timeline), and the atomic decisions made on them. Every key is
+// built by Keys and carries the debtor's {hash tag}, so every script runs
+// unchanged on Redis Cluster. The durable copy of everything here lives in
+// Kafka; this is the fast, shared view all replicas decide on.
+package store
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/contactd/dispatcher/pkg/status"
+)
+
+// ErrNotFound is returned for an intent the store does not know.
+var ErrNotFound = errors.New("not found")
+
+// Keys builds every Redis key the dispatcher uses.
+type Keys struct {
+	Prefix string // namespace, e.g. "dsp:"
+}
+
+// Record is the hash holding one intent's status and timeline.
+func (k Keys) Record(debtorID, id string) string {
+	return k.Prefix + "{" + debtorID + "}:intent:" + id
+}
+
+// Index maps an intent id to its debtor, so records can be found by id alone.
+func (k Keys) Index(id string) string {
+	return k.Prefix + "intent:" + id
+}
+
+// Config configures a Store.
+type Config struct {
+	Prefix    string        // key namespace; default "dsp:"
+	RecordTTL time.Duration // how long a record is kept after its last change; default 90 days
+}
+
+func (c *Config) defaults() {
+	if c.Prefix == "" {
+		c.Prefix = "dsp:"
+	}
+	if c.RecordTTL == 0 {
+		c.RecordTTL = 90 * 24 * time.Hour
+	}
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	if c.RecordTTL < time.Hour {
+		return fmt.Errorf("store: record TTL %s is under an hour", c.RecordTTL)
+	}
+	if strings.ContainsAny(c.Prefix, "{}") {
+		return fmt.Errorf("store: prefix %q must not contain braces", c.Prefix)
+	}
+	return nil
+}
+
+var (
+	//go:embed lua/claim.lua
+	claimLua string
+	//go:embed lua/finish.lua
+	finishLua string
+	//go:embed lua/accept.lua
+	acceptLua string
+)
+
+// Store is the Redis store. It is safe for concurrent use.
+type Store struct {
+	rdb    redis.UniversalClient
+	keys   Keys
+	ttl    time.Duration
+	ttlSec string
+	claim  *redis.Script
+	finish *redis.Script
+	accept *redis.Script
+}
+
+// New returns a Store over rdb.
+func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Store{
+		rdb:    rdb,
+		keys:   Keys{Prefix: cfg.Prefix},
+		ttl:    cfg.RecordTTL,
+		ttlSec: strconv.FormatInt(int64(cfg.RecordTTL/time.Second), 10),
+		claim:  redis.NewScript(claimLua),
+		finish: redis.NewScript(finishLua),
+		accept: redis.NewScript(acceptLua),
+	}, nil
+}
+
+// Keys returns the store's key builder.
+func (s *Store) Keys() Keys { return s.keys }
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.rdb.Ping(ctx).Err()
+}
+
+// Outcome of a claim.
+type Outcome string
+
+// Claim outcomes; see lua/claim.lua.
+const (
+	Claimed   Outcome = "claimed"
+	Duplicate Outcome = "duplicate"
+	Busy      Outcome = "busy"
+	Stale     Outcome = "stale"
+)
+
+// ClaimRequest asks to move an intent to Target (sending, or an end state
+// decided without sending).
+type ClaimRequest struct {
+	ID, DebtorID string
+	Owner        string
+	Now          time.Time
+	LeaseUntil   time.Time // with Target sending
+	Target       status.State
+	Reason       string
+	Channel      string
+	Template     string
+	Entry        status.Entry
+}
+
+// ClaimResult is what the claim found and did.
+type ClaimResult struct {
+	Outcome    Outcome
+	State      status.State // the record's state after the call
+	Seq        int64        // the new entry's seq when Claimed; the record's newest otherwise
+	Owner      string       // the lease holder when Busy; the previous one when Stale
+	LeaseUntil time.Time
+}
+
+// Claim runs lua/claim.lua: one round trip (the id index is pipelined with it).
+func (s *Store) Claim(ctx context.Context, r ClaimRequest) (ClaimResult, error) {
+	entry, err := encodeEntry(r.Entry)
+	if err != nil {
+		return ClaimResult{}, err
+	}
+	args := []any{r.ID, r.DebtorID, ms(r.Now), ms(r.LeaseUntil), r.Owner, s.ttlSec,
+		string(r.Target), r.Reason, r.Channel, r.Template, entry}
+	res, err := s.runIndexed(ctx, s.claim, r.DebtorID, r.ID, args)
+	if err != nil {
+		return ClaimResult{}, fmt.Errorf("store: claim: %w", err)
+	}
+	v, err := replyList(res, 5)
+	if err != nil {
+		return ClaimResult{}, fmt.Errorf("store: claim: %w", err)
+	}
+	return ClaimResult{
+		Outcome:    Outcome(asString(v[0])),
+		State:      status.State(asString(v[1])),
+		Seq:        asInt(v[2]),
+		Owner:      asString(v[3]),
+		LeaseUntil: time.UnixMilli(asInt(v[4])),
+	}, nil
+}
+
+// FinishRequest records the outcome of a send by the lease holder.
+type FinishRequest struct {
+	ID, DebtorID string
+	Owner        string
+	Now          time.Time
+	State        status.State
+	Reason       string
+	Channel      string
+	Entry        status.Entry
+}
+
+// ErrLeaseLost is returned by Finish when another worker took the intent over.
+var ErrLeaseLost = errors.New("store: lease lost")
+
+// Finish runs lua/finish.lua and returns the new entry's seq.
+func (s *Store) Finish(ctx context.Context, r FinishRequest) (int64, error) {
+	entry, err := encodeEntry(r.Entry)
+	if err != nil {
+		return 0, err
+	}
+	res, err := s.run(ctx, s.finish, []string{s.keys.Record(r.DebtorID, r.ID)},
+		[]any{r.Owner, ms(r.Now), s.ttlSec, string(r.State), r.Reason, r.Channel, entry})
+	if err != nil {
+		return 0, fmt.Errorf("store: finish: %w", err)
+	}
+	v, err := replyList(res, 3)
+	if err != nil {
+		return 0, fmt.Errorf("store: finish: %w", err)
+	}
+	if asString(v[0]) != "ok" {
+		return 0, fmt.Errorf("%w (record is %s)", ErrLeaseLost, asString(v[1]))
+	}
+	return asInt(v[2]), nil
+}
+
+// Accept creates the record of an intent taken in over HTTP. When the intent
+// was known already, its record is left as it is: created is false and state
+// is the record's.
+func (s *Store) Accept(ctx context.Context, id, debtorID, template string, e status.Entry) (created bool, state status.State, err error) {
+	entry, err := encodeEntry(e)
+	if err != nil {
+		return false, "", err
+	}
+	res, err := s.runIndexed(ctx, s.accept, debtorID, id,
+		[]any{id, debtorID, ms(e.At), s.ttlSec, template, entry})
+	if err != nil {
+		return false, "", fmt.Errorf("store: accept: %w", err)
+	}
+	v, err := replyList(res, 3)
+	if err != nil {
+		return false, "", fmt.Errorf("store: accept: %w", err)
+	}
+	return asString(v[0]) == "accepted", status.State(asString(v[1])), nil
+}
+
+// Get returns the record of intent id.
+func (s *Store) Get(ctx context.Context, id string) (status.Record, error) {
+	debtor, err := s.rdb.Get(ctx, s.keys.Index(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return status.Record{}, ErrNotFound
+	}
+	if err != nil {
+		return status.Record{}, fmt.Errorf("store: get: %w", err)
+	}
+	return s.GetFor(ctx, debtor, id)
+}
+
+// GetFor returns the record of intent id of debtor debtorID.
+func (s *Store) GetFor(ctx context.Context, debtorID, id string) (status.Record, error) {
+	h, err := s.rdb.HGetAll(ctx, s.keys.Record(debtorID, id)).Result()
+	if err != nil {
+		return status.Record{}, fmt.Errorf("store: get: %w", err)
+	}
+	if len(h) == 0 {
+		return status.Record{}, ErrNotFound
+	}
+	return decodeRecord(h)
+}
+
+func decodeRecord(h map[string]string) (status.Record, error) {
+	r := status.Record{
+		ID:        h["id"],
+		DebtorID:  h["debtor"],
+		State:     status.State(h["state"]),
+		Reason:    h["reason"],
+		Channel:   h["channel"],
+		Template:  h["template"],
+		CreatedAt: fromMS(h["created"]),
+		UpdatedAt: fromMS(h["updated"]),
+	}
+	for k, v := range h {
+		n, ok := strings.CutPrefix(k, "e:")
+		if !ok {
+			continue
+		}
+		seq, err := strconv.ParseInt(n, 10, 64)
+		if err != nil {
+			continue
+		}
+		var e status.Entry
+		if err := json.Unmarshal([]byte(v), &e); err != nil {
+			return status.Record{}, fmt.Errorf("store: entry %d of %s: %w", seq, r.ID, err)
+		}
+		e.Seq = seq
+		r.Timeline = append(r.Timeline, e)
+	}
+	sort.Slice(r.Timeline, func(i, j int) bool { return r.Timeline[i].Seq < r.Timeline[j].Seq })
+	return r, nil
+}
+
+// runIndexed runs a script on the debtor's record and, in the same pipeline,
+// writes the id → debtor index (set once, refreshed TTL never shortens it).
+func (s *Store) runIndexed(ctx context.Context, sc *redis.Script, debtorID, id string, args []any) (any, error) {
+	keys := []string{s.keys.Record(debtorID, id)}
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		res := sc.EvalSha(ctx, pipe, keys, args...)
+		pipe.SetArgs(ctx, s.keys.Index(id), debtorID, redis.SetArgs{TTL: s.ttl})
+		_, err := pipe.Exec(ctx)
+		if err != nil && attempt == 0 && isNoScript(res.Err()) {
+			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := res.Err(); err != nil {
+			return nil, err
+		}
+		if err != nil {
+			return nil, err
+		}
+		return res.Val(), nil
+	}
+}
+
+// run runs a script, loading it first if Redis lost it (restart, flush).
+func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args []any) (any, error) {
+	return sc.Run(ctx, s.rdb, keys, args...).Result()
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+func encodeEntry(e status.Entry) (string, error) {
+	e.Seq = 0
+	b, err := json.Marshal(e)
+	if err != nil {
+		return "", fmt.Errorf("store: entry: %w", err)
+	}
+	return string(b), nil
+}
+
+func replyList(res any, n int) ([]any, error) {
+	v, ok := res.([]any)
+	if !ok || len(v) < n {
+		return nil, fmt.Errorf("unexpected reply %v", res)
+	}
+	return v, nil
+}
+
+func asString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	}
+	return ""
+}
+
+func asInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	return 0
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(s string) time.Time {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(n).UTC()
+}

@@ -1,0 +1,264 @@
+// Package httpapi is the dispatcher's HTTP port (Echo): intake of intents,
+// their status, health, metrics and the dev sandbox. Every error becomes a
+// status code in one place, errorHandler.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/contactd/dispatcher/pkg/channel"
+	"github.com/contactd/dispatcher/pkg/channel/sandbox"
+	"github.com/contactd/dispatcher/pkg/intent"
+	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/status"
+	"github.com/contactd/dispatcher/pkg/store"
+)
+
+// Publisher writes records to Kafka and returns once they are acked.
+type Publisher interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Store reads and creates intent records.
+type Store interface {
+	Get(ctx context.Context, id string) (status.Record, error)
+	Accept(ctx context.Context, id, debtorID, template string, e status.Entry) (bool, status.State, error)
+}
+
+// Check is a readiness probe of one dependency.
+type Check struct {
+	Name string
+	Ping func(ctx context.Context) error
+}
+
+// Deps are what the API works with.
+type Deps struct {
+	Publisher Publisher
+	Store     Store
+	Templates intent.Templates
+	Topics    kafkaio.Topics
+	Ready     []Check
+	Sandbox   *sandbox.Sandbox // dev only: exposes /v1/sandbox
+	Gatherer  prometheus.Gatherer
+	Log       *slog.Logger
+	Now       func() time.Time
+}
+
+// Server is the HTTP API.
+type Server struct {
+	Deps
+	e *echo.Echo
+}
+
+// New builds the routes.
+func New(d Deps) (*Server, error) {
+	if d.Publisher == nil || d.Store == nil || d.Templates == nil {
+		return nil, errors.New("httpapi: publisher, store and templates are required")
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.Topics == (kafkaio.Topics{}) {
+		d.Topics = kafkaio.DefaultTopics
+	}
+	s := &Server{Deps: d, e: echo.New()}
+	s.e.HideBanner, s.e.HidePort = true, true
+	s.e.HTTPErrorHandler = s.errorHandler
+	s.e.Use(middleware.Recover())
+	s.e.Use(middleware.RequestID())
+
+	s.e.GET("/healthz", s.healthz)
+	s.e.GET("/readyz", s.readyz)
+	if d.Gatherer != nil {
+		s.e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{})))
+	}
+	v1 := s.e.Group("/v1")
+	v1.POST("/intents", s.postIntent)
+	v1.GET("/intents/:id", s.getIntent)
+	if d.Sandbox != nil {
+		v1.GET("/sandbox/outbox", s.outbox)
+		v1.PUT("/sandbox/faults/:channel", s.putFault)
+	}
+	return s, nil
+}
+
+// Handler returns the http.Handler serving every route.
+func (s *Server) Handler() http.Handler { return s.e }
+
+// Problem is the body of every error response.
+type Problem struct {
+	Error  string              `json:"error"`
+	Fields []intent.FieldError `json:"fields,omitempty"`
+}
+
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, p := http.StatusInternalServerError, Problem{Error: "internal error"}
+	var ie *intent.Error
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ie):
+		code, p = http.StatusBadRequest, Problem{Error: "invalid intent", Fields: ie.Fields}
+		for _, f := range ie.Fields {
+			if f.Code == "too_large" {
+				code = http.StatusRequestEntityTooLarge
+			}
+		}
+	case errors.Is(err, store.ErrNotFound):
+		code, p = http.StatusNotFound, Problem{Error: "not found"}
+	case errors.As(err, &he):
+		code, p = he.Code, Problem{Error: http.StatusText(he.Code)}
+		if m, ok := he.Message.(string); ok {
+			p.Error = m
+		}
+	default:
+		s.Log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+	}
+	if err := c.JSON(code, p); err != nil {
+		s.Log.Warn("cannot write error response", "err", err)
+	}
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	res := map[string]string{}
+	ok := true
+	for _, ch := range s.Ready {
+		if err := ch.Ping(ctx); err != nil {
+			res[ch.Name] = "unreachable: " + err.Error()
+			ok = false
+		} else {
+			res[ch.Name] = "ok"
+		}
+	}
+	code := http.StatusOK
+	if !ok {
+		code = http.StatusServiceUnavailable
+	}
+	return c.JSON(code, map[string]any{"ready": ok, "checks": res})
+}
+
+// Accepted is the reply to POST /v1/intents.
+type Accepted struct {
+	ID        string       `json:"id"`
+	State     status.State `json:"state"`
+	Duplicate bool         `json:"duplicate,omitempty"`
+	StatusURL string       `json:"status_url"`
+}
+
+func (s *Server) postIntent(c echo.Context) error {
+	body, err := io.ReadAll(io.LimitReader(c.Request().Body, intent.MaxSize+1))
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "cannot read body")
+	}
+	in, err := intent.Decode(body)
+	if err == nil {
+		err = in.Validate(s.Templates)
+	}
+	if err != nil {
+		return err
+	}
+	now := s.Now().UTC()
+	if in.ExpiresAt != nil && !now.Before(*in.ExpiresAt) {
+		return &intent.Error{Fields: []intent.FieldError{{Field: "expires_at", Code: "expired", Message: "expires_at has already passed"}}}
+	}
+	ctx := c.Request().Context()
+	url := "/v1/intents/" + in.ID
+	// The record first, so a GET right after the 202 finds it.
+	created, st, err := s.Store.Accept(ctx, in.ID, in.DebtorID, in.Template, status.Entry{At: now, State: status.Accepted, Detail: "received over HTTP"})
+	if err != nil {
+		return err
+	}
+	if !created && st != status.Accepted {
+		// Known and decided: intents are idempotent by id, so it is not sent again.
+		return c.JSON(http.StatusOK, Accepted{ID: in.ID, State: st, Duplicate: true, StatusURL: url})
+	}
+	// New, or accepted before but perhaps never written (the earlier request
+	// failed): write it. A second copy on the topic is harmless; the worker
+	// decides an id once.
+	if err := s.Publisher.WriteMessages(ctx, kafka.Message{
+		Topic: s.Topics.Intents, Key: []byte(in.DebtorID), Value: body,
+		Headers: []kafka.Header{{Key: "source", Value: []byte("http")}},
+	}); err != nil {
+		s.Log.Warn("cannot write intent to Kafka", "intent_id", in.ID, "err", err)
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "cannot write the intent to Kafka; retry later")
+	}
+	return c.JSON(http.StatusAccepted, Accepted{ID: in.ID, State: status.Accepted, StatusURL: url})
+}
+
+func (s *Server) getIntent(c echo.Context) error {
+	rec, err := s.Store.Get(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, rec)
+}
+
+func (s *Server) outbox(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]any{
+		"stats":   s.Sandbox.Stats(),
+		"entries": s.Sandbox.Recent(200),
+	})
+}
+
+// faultBody is the body of PUT /v1/sandbox/faults/{channel}.
+type faultBody struct {
+	Kind  string `json:"kind"` // "", permanent, retryable, unknown_outcome
+	Code  string `json:"code"`
+	Delay string `json:"delay"` // Go duration
+	Times int    `json:"times"`
+}
+
+func (s *Server) putFault(c echo.Context) error {
+	ch := intent.Channel(c.Param("channel"))
+	if !ch.Known() {
+		return echo.NewHTTPError(http.StatusBadRequest, "unknown channel")
+	}
+	var b faultBody
+	if err := json.NewDecoder(io.LimitReader(c.Request().Body, 4096)).Decode(&b); err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "body must be JSON: {kind, code, delay, times}")
+	}
+	f := sandbox.Fault{Code: b.Code, Times: b.Times}
+	switch b.Kind {
+	case "":
+	case "permanent":
+		f.Kind = channel.Permanent
+	case "retryable":
+		f.Kind = channel.Retryable
+	case "unknown_outcome":
+		f.Kind = channel.Unknown
+	default:
+		return echo.NewHTTPError(http.StatusBadRequest, "kind must be permanent, retryable or unknown_outcome")
+	}
+	if b.Delay != "" {
+		d, err := time.ParseDuration(b.Delay)
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, "delay must be a Go duration like 2s")
+		}
+		f.Delay = d
+	}
+	s.Sandbox.SetFault(ch, f)
+	return c.NoContent(http.StatusNoContent)
+}

@@ -1,0 +1,322 @@
+// Package worker is the consumer side of the dispatcher: it reads intents from
+// reminders.intents in consumer group "dispatcher", takes each to a recorded
+// decision (rejected to the DLQ, suppressed, sent, failed, ...), publishes the
+// status events and only then commits the offset.
+//
+// Partitions are processed concurrently, each on its own lane, so one
+// debtor's intents (one key, one partition) are handled in order.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/contactd/dispatcher/pkg/catalog"
+	"github.com/contactd/dispatcher/pkg/channel"
+	"github.com/contactd/dispatcher/pkg/intent"
+	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/status"
+	"github.com/contactd/dispatcher/pkg/store"
+)
+
+// Reader is the consumer-group reader (kafka-go's *kafka.Reader).
+type Reader interface {
+	FetchMessage(ctx context.Context) (kafka.Message, error)
+	CommitMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Publisher writes records to Kafka and returns once they are acked
+// (kafka-go's *kafka.Writer).
+type Publisher interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Store records decisions (the Redis store).
+type Store interface {
+	Claim(ctx context.Context, r store.ClaimRequest) (store.ClaimResult, error)
+	Finish(ctx context.Context, r store.FinishRequest) (int64, error)
+	GetFor(ctx context.Context, debtorID, id string) (status.Record, error)
+}
+
+// Templates renders wording and tells what a template needs (the catalog).
+type Templates interface {
+	intent.Templates
+	Render(name, locale string, ch intent.Channel, params map[string]string) (catalog.Message, error)
+}
+
+// Sender hands a message to one channel's provider.
+type Sender interface {
+	Send(ctx context.Context, m channel.Message) (channel.Receipt, error)
+	// Idempotent reports whether the provider recognises a second send of
+	// the same intent id, so a send whose outcome is unknown may be repeated.
+	Idempotent() bool
+}
+
+// Config tunes the worker.
+type Config struct {
+	Owner       string        // this worker's id, kept on the leases it takes
+	SendTimeout time.Duration // deadline of one provider call; default 10s
+	LeaseMargin time.Duration // a lease outlives every attempt's deadline by this; default 2s
+	MaxBatch    int           // messages decided before one publish and commit; default 256
+	LaneBuffer  int           // messages queued per partition; default 512
+	SendRetries int           // in-place retries of a retryable failure; default 2
+	RetryDelay  time.Duration // first retry delay, doubled each time; default 200ms
+	DrainTime   time.Duration // how long shutdown waits for in-flight work; default 15s
+}
+
+func (c *Config) defaults() {
+	if c.SendTimeout == 0 {
+		c.SendTimeout = 10 * time.Second
+	}
+	if c.LeaseMargin == 0 {
+		c.LeaseMargin = 2 * time.Second
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 256
+	}
+	if c.LaneBuffer == 0 {
+		c.LaneBuffer = 512
+	}
+	if c.SendRetries == 0 {
+		c.SendRetries = 2
+	}
+	if c.RetryDelay == 0 {
+		c.RetryDelay = 200 * time.Millisecond
+	}
+	if c.DrainTime == 0 {
+		c.DrainTime = 15 * time.Second
+	}
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	if c.Owner == "" {
+		return errors.New("worker: owner id is required")
+	}
+	if c.SendTimeout < 0 || c.LeaseMargin < 0 || c.MaxBatch < 0 || c.SendRetries < 0 {
+		return errors.New("worker: negative setting")
+	}
+	return nil
+}
+
+// Deps are what the worker works with.
+type Deps struct {
+	Reader    Reader
+	Publisher Publisher
+	Store     Store
+	Templates Templates
+	Senders   map[intent.Channel]Sender
+	Topics    kafkaio.Topics
+	Metrics   *Metrics
+	Log       *slog.Logger
+	Now       func() time.Time
+}
+
+// Worker consumes intents. Run it once.
+type Worker struct {
+	cfg Config
+	Deps
+}
+
+// New returns a Worker.
+func New(cfg Config, d Deps) (*Worker, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Reader == nil || d.Publisher == nil || d.Store == nil || d.Templates == nil {
+		return nil, errors.New("worker: reader, publisher, store and templates are required")
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics(nil)
+	}
+	if d.Topics == (kafkaio.Topics{}) {
+		d.Topics = kafkaio.DefaultTopics
+	}
+	return &Worker{cfg: cfg, Deps: d}, nil
+}
+
+// Run consumes until ctx ends, then drains: each lane finishes the intent in
+// hand, publishes and commits what it decided, and stops. Messages fetched
+// but not started are left for the next owner of the partition.
+func (w *Worker) Run(ctx context.Context) error {
+	// work outlives ctx by the drain time, so a send in flight is not cut off.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(w.cfg.DrainTime, cancelWork)
+		_ = t
+	})
+	defer stop()
+
+	var wg sync.WaitGroup
+	lanes := map[int]chan kafka.Message{}
+	defer func() {
+		for _, l := range lanes {
+			close(l)
+		}
+		wg.Wait()
+	}()
+	for {
+		m, err := w.Reader.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("worker: fetch: %w", err)
+		}
+		l, ok := lanes[m.Partition]
+		if !ok {
+			l = make(chan kafka.Message, w.cfg.LaneBuffer)
+			lanes[m.Partition] = l
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w.lane(ctx, work, l)
+			}()
+		}
+		select {
+		case l <- m:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// lane decides one partition's messages in order. stopping ends intake;
+// work ends in-flight work.
+func (w *Worker) lane(stopping, work context.Context, in <-chan kafka.Message) {
+	batch := make([]kafka.Message, 0, w.cfg.MaxBatch)
+	var out []kafka.Message
+	for {
+		batch, out = batch[:0], out[:0]
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return
+			}
+			batch = append(batch, m)
+		case <-stopping.Done():
+			return
+		}
+	fill:
+		for len(batch) < w.cfg.MaxBatch {
+			select {
+			case m, ok := <-in:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		done := 0
+		for _, m := range batch {
+			if stopping.Err() != nil {
+				break // shutting down: the rest is left for the partition's next owner
+			}
+			recs, err := w.decideRetrying(stopping, work, m)
+			if err != nil {
+				break // shutting down: leave it for the next owner
+			}
+			out = append(out, recs...)
+			done++
+		}
+		if done == 0 {
+			return
+		}
+		if err := w.publish(work, out); err != nil {
+			return // not committed: redelivered and re-published (ids make it safe)
+		}
+		if err := w.Reader.CommitMessages(work, batch[done-1]); err != nil {
+			w.Log.Warn("commit failed; the batch will be redelivered", "partition", batch[0].Partition, "err", err)
+		}
+		w.Metrics.Committed.Add(float64(done))
+		if stopping.Err() != nil {
+			return
+		}
+	}
+}
+
+// decideRetrying decides m, retrying infrastructure failures (Redis down,
+// another worker holding the intent) until it succeeds or shutdown.
+func (w *Worker) decideRetrying(stopping, work context.Context, m kafka.Message) ([]kafka.Message, error) {
+	delay := 100 * time.Millisecond
+	for {
+		recs, err := w.Decide(work, m)
+		if err == nil {
+			return recs, nil
+		}
+		var busy *busyError
+		wait := delay
+		if errors.As(err, &busy) {
+			wait = min(max(time.Until(busy.until), 50*time.Millisecond), 5*time.Second)
+			w.Log.Info("intent held by another worker; waiting", "intent_id", busy.id, "owner", busy.owner)
+		} else {
+			w.Metrics.InfraErrors.Inc()
+			w.Log.Warn("cannot decide intent; retrying", "partition", m.Partition, "offset", m.Offset, "err", err)
+			delay = min(delay*2, 5*time.Second)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-stopping.Done():
+			t.Stop()
+			return nil, stopping.Err()
+		}
+	}
+}
+
+func (w *Worker) publish(ctx context.Context, recs []kafka.Message) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	delay := 100 * time.Millisecond
+	for {
+		err := w.Publisher.WriteMessages(ctx, recs...)
+		if err == nil {
+			return nil
+		}
+		w.Metrics.InfraErrors.Inc()
+		w.Log.Warn("cannot publish status events; retrying", "records", len(recs), "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// lease is how long a claim on an intent lasts: every attempt's deadline,
+// the waits between them, and a margin for clock skew between hosts. A worker
+// that has not finished by then is taken for dead.
+func (c Config) lease() time.Duration {
+	d := c.SendTimeout*time.Duration(c.SendRetries+1) + c.LeaseMargin
+	for i, wait := 0, c.RetryDelay; i < c.SendRetries; i, wait = i+1, wait*2 {
+		d += wait
+	}
+	return d
+}
+
+type busyError struct {
+	id, owner string
+	until     time.Time
+}
+
+func (e *busyError) Error() string { return "intent " + e.id + " is held by " + e.owner }

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/contactd/dispatcher/configs"
+	"github.com/contactd/dispatcher/pkg/catalog"
+	"github.com/contactd/dispatcher/pkg/channel/sandbox"
+	"github.com/contactd/dispatcher/pkg/intent"
+	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/store"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/httpapi"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/worker"
+)
+
+// Roles a process plays.
+type Roles struct {
+	Worker bool
+	API    bool
+	Dev    bool // sandbox routes on the API
+}
+
+// Service is the wired dispatcher: worker and/or API over Kafka and Redis.
+// dev, worker and api run it; the tests run it too.
+type Service struct {
+	cfg     Config
+	roles   Roles
+	log     *slog.Logger
+	rdb     redis.UniversalClient
+	store   *store.Store
+	writer  *kafka.Writer
+	reader  *kafka.Reader
+	kc      *kafkaio.Client
+	worker  *worker.Worker
+	api     *httpapi.Server
+	http    *http.Server
+	ln      net.Listener
+	Sandbox *sandbox.Sandbox
+	Reg     *prometheus.Registry
+	Owner   string
+}
+
+// NewService wires a service. It checks that the topics exist and Redis
+// answers, so a misconfigured process fails at start with a clear message.
+func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) (*Service, error) {
+	s := &Service{cfg: cfg, roles: roles, log: log, Reg: prometheus.NewRegistry(), Owner: ownerID()}
+	s.Reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+
+	cat, err := loadCatalog(cfg.ConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	rdb, err := redisClient(cfg.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	s.rdb = rdb
+	if s.store, err = store.New(rdb, store.Config{Prefix: cfg.RedisPrefix, RecordTTL: cfg.StatusTTL}); err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.store.Ping(pctx); err != nil {
+		return nil, fmt.Errorf("redis at %s does not answer: %w", redactURL(cfg.RedisURL), err)
+	}
+	topics := kafkaio.DefaultTopics
+	s.kc = kafkaio.NewClient(cfg.Brokers)
+	missing, err := s.kc.Missing(pctx, topics.All())
+	if err != nil {
+		return nil, fmt.Errorf("kafka at %s: %w", strings.Join(cfg.Brokers, ","), err)
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("kafka topics missing: %s (create them as docs/operations.md says)", strings.Join(missing, ", "))
+	}
+	s.writer = kafkaio.NewWriter(cfg.Brokers)
+
+	if s.Sandbox, err = sandbox.New(sandbox.Config{Idempotent: true, Journal: cfg.SandboxJournal}); err != nil {
+		return nil, err
+	}
+	senders := map[intent.Channel]worker.Sender{}
+	for _, ch := range intent.Channels {
+		senders[ch] = s.Sandbox // every provider is the sandbox until real adapters are configured
+	}
+
+	if roles.Worker {
+		s.reader = kafka.NewReader(kafkaio.ReaderConfig(cfg.Brokers, cfg.Group, topics.Intents))
+		s.worker, err = worker.New(worker.Config{Owner: s.Owner, SendTimeout: cfg.SendTimeout}, worker.Deps{
+			Reader: s.reader, Publisher: s.writer, Store: s.store, Templates: cat,
+			Senders: senders, Topics: topics, Metrics: worker.NewMetrics(s.Reg), Log: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if roles.API {
+		d := httpapi.Deps{
+			Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
+			Ready: []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping}},
+		}
+		if roles.Dev {
+			d.Sandbox = s.Sandbox
+		}
+		if s.api, err = httpapi.New(d); err != nil {
+			return nil, err
+		}
+		if s.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+		}
+		s.http = &http.Server{Handler: s.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	ok = true
+	return s, nil
+}
+
+// Addr is where the API listens.
+func (s *Service) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Store returns the Redis store.
+func (s *Service) Store() *store.Store { return s.store }
+
+// Run serves until ctx ends, then shuts down in order: stop taking intents,
+// drain the worker (in-flight intents are decided, published and committed),
+// stop the API, then close Kafka and Redis clients.
+func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	if s.http != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http: %w", err)
+			}
+		}()
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.worker != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.worker.Run(wctx); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		cancel()
+	}
+	if s.http != nil {
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_ = s.http.Shutdown(sctx)
+		scancel()
+	}
+	wg.Wait()
+	return err
+}
+
+// Close releases the clients. Call it after Run returned.
+func (s *Service) Close() {
+	if s.reader != nil {
+		_ = s.reader.Close() // commits what the worker marked done
+	}
+	if s.writer != nil {
+		_ = s.writer.Close()
+	}
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+	}
+	if s.Sandbox != nil {
+		_ = s.Sandbox.Close()
+	}
+}
+
+func loadCatalog(dir string) (*catalog.Catalog, error) {
+	var fsys fs.FS = configs.FS
+	if dir != "" {
+		fsys = os.DirFS(dir)
+	}
+	c, err := catalog.Load(fsys)
+	if err != nil {
+		return nil, fmt.Errorf("templates: %w", err)
+	}
+	return c, nil
+}
+
+// redisClient connects to one Redis (redis:// URL) or a cluster (several
+// comma-separated addresses or URLs).
+func redisClient(raw string) (redis.UniversalClient, error) {
+	parts := strings.Split(raw, ",")
+	if len(parts) == 1 {
+		if !strings.Contains(raw, "://") {
+			raw = "redis://" + raw
+		}
+		o, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("redis URL: %w", err)
+		}
+		return redis.NewClient(o), nil
+	}
+	co := &redis.ClusterOptions{}
+	for _, p := range parts {
+		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "://") {
+			p = "redis://" + p
+		}
+		o, err := redis.ParseURL(p)
+		if err != nil {
+			return nil, fmt.Errorf("redis cluster address %s: %w", redactURL(p), err)
+		}
+		co.Addrs = append(co.Addrs, o.Addr)
+		co.Username, co.Password, co.TLSConfig = o.Username, o.Password, o.TLSConfig
+	}
+	return redis.NewClusterClient(co), nil
+}
+
+// redactURL drops a password from a URL before it is printed.
+func redactURL(raw string) string {
+	if i := strings.Index(raw, "@"); i >= 0 {
+		if j := strings.Index(raw, "://"); j >= 0 && j < i {
+			return raw[:j+3] + "***" + raw[i:]
+		}
+	}
+	return raw
+}
+
+func ownerID() string {
+	host, _ := os.Hostname()
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
