@@ -28,6 +28,8 @@ type Config struct {
 	// SandboxJournal: DISPATCHER_SANDBOX_JOURNAL, a file where the sandbox
 	// appends every send and which it reads back at start.
 	SandboxJournal string
+	// SandboxLatency: DISPATCHER_SANDBOX_LATENCY, how long each sandbox send takes.
+	SandboxLatency time.Duration
 }
 
 // envVars lists every variable configFromEnv reads, for `dispatcher help`.
@@ -44,6 +46,7 @@ var envVars = [][2]string{
 	{"DISPATCHER_LOG_LEVEL", "debug, info, warn or error (default info)"},
 	{"DISPATCHER_LOG_FORMAT", "json or text (default json; dev: text)"},
 	{"DISPATCHER_SANDBOX_JOURNAL", "file where the sandbox appends each send (JSON lines) and remembers sent ids across restarts"},
+	{"DISPATCHER_SANDBOX_LATENCY", "how long each sandbox send takes, like a provider's round trip (default 0)"},
 	{"DISPATCHER_SMS_PROVIDER", "sandbox (default)"},
 	{"DISPATCHER_VOICE_PROVIDER", "sandbox (default)"},
 	{"DISPATCHER_EMAIL_PROVIDER", "sandbox (default)"},
@@ -99,6 +102,7 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	str("DISPATCHER_SANDBOX_JOURNAL", &c.SandboxJournal)
 	dur("DISPATCHER_STATUS_TTL", &c.StatusTTL)
 	dur("DISPATCHER_SEND_TIMEOUT", &c.SendTimeout)
+	dur("DISPATCHER_SANDBOX_LATENCY", &c.SandboxLatency)
 	if v := getenv("DISPATCHER_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			errs = append(errs, fmt.Errorf("DISPATCHER_LOG_LEVEL: %q is not debug, info, warn or error", v))

@@ -30,6 +30,8 @@ type harness struct {
 	redis   string
 	prefix  string
 	journal string
+	// extraEnv is added to the environment of spawned processes.
+	extraEnv []string
 }
 
 func newHarness(t *testing.T, partitions int) *harness {
@@ -54,7 +56,7 @@ func (h *harness) config() Config {
 
 // env is the environment of a dispatcher process started by a test.
 func (h *harness) env() []string {
-	return []string{
+	return append([]string{
 		"DISPATCHER_BE_MAIN=1",
 		"DISPATCHER_KAFKA_BROKERS=" + strings.Join(h.brokers, ","),
 		"DISPATCHER_REDIS_URL=" + h.redis,
@@ -63,7 +65,7 @@ func (h *harness) env() []string {
 		"DISPATCHER_SEND_TIMEOUT=1s",
 		"DISPATCHER_LOG_LEVEL=warn",
 		"DISPATCHER_HTTP_ADDR=127.0.0.1:0",
-	}
+	}, h.extraEnv...)
 }
 
 // running is an in-process service started by a test.
@@ -567,7 +569,7 @@ func checkExactlyOnce(t *testing.T, h *harness, st interface {
 }, ins []intent.Intent) {
 	t.Helper()
 	sends, repeats := journalCounts(t, h.journal)
-	lost, twice, unconfirmed := 0, 0, 0
+	lost, twice, unconfirmed, takenOver := 0, 0, 0, 0
 	for _, in := range ins {
 		switch n := sends[in.ID]; {
 		case n == 0:
@@ -579,14 +581,17 @@ func checkExactlyOnce(t *testing.T, h *harness, st interface {
 		if err != nil {
 			t.Fatalf("record of %s: %v", in.ID, err)
 		}
+		if len(rec.Timeline) >= 2 && rec.Timeline[0].Worker != rec.Last().Worker {
+			takenOver++ // claimed by one worker, finished by another
+		}
 		if rec.State == status.SentUnconfirmed {
 			unconfirmed++
 		} else if rec.State != status.Sent {
 			t.Errorf("intent %s ended %s, want sent", in.ID, rec.State)
 		}
 	}
-	t.Logf("intents %d: sent once %d, lost %d, sent twice %d, repeats answered by the provider %d, unconfirmed %d",
-		len(ins), len(sends), lost, twice, repeats, unconfirmed)
+	t.Logf("intents %d: sent once %d, lost %d, sent twice %d, taken over mid-send %d, repeats answered by the provider %d, unconfirmed %d",
+		len(ins), len(sends), lost, twice, takenOver, repeats, unconfirmed)
 	if lost > 0 || twice > 0 || len(sends) != len(ins) || unconfirmed > 0 {
 		t.Errorf("lost %d, sent twice %d, unconfirmed %d, distinct sent %d of %d", lost, twice, unconfirmed, len(sends), len(ins))
 	}

@@ -97,7 +97,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	}
 	s.writer = kafkaio.NewWriter(cfg.Brokers)
 
-	if s.Sandbox, err = sandbox.New(sandbox.Config{Idempotent: true, Journal: cfg.SandboxJournal}); err != nil {
+	if s.Sandbox, err = sandbox.New(sandbox.Config{Idempotent: true, Journal: cfg.SandboxJournal, Latency: cfg.SandboxLatency}); err != nil {
 		return nil, err
 	}
 	senders := map[intent.Channel]worker.Sender{}

@@ -52,6 +52,8 @@ type Config struct {
 	// the ids sent by an earlier process (as a provider would), and tests
 	// count what was sent across processes that were killed.
 	Journal string
+	// Latency is how long every send takes, like a provider's round trip.
+	Latency time.Duration
 }
 
 // JournalLine is one line of the journal.
@@ -179,6 +181,15 @@ func (s *Sandbox) fault(ch intent.Channel) (Fault, bool) {
 
 // Send records m, or fails as told.
 func (s *Sandbox) Send(ctx context.Context, m channel.Message) (channel.Receipt, error) {
+	if s.cfg.Latency > 0 {
+		t := time.NewTimer(s.cfg.Latency)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return channel.Receipt{}, &channel.Error{Kind: channel.Unknown, Code: "timeout", Err: ctx.Err()}
+		}
+	}
 	if f, ok := s.fault(m.Channel); ok {
 		if f.Delay > 0 {
 			t := time.NewTimer(f.Delay)
