@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -25,6 +26,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/httpapi"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/worker"
@@ -96,6 +98,9 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		return nil, fmt.Errorf("kafka topics missing: %s (create them as docs/operations.md says)", strings.Join(missing, ", "))
 	}
 	s.writer = kafkaio.NewWriter(cfg.Brokers)
+	if err := s.rebuild(ctx); err != nil {
+		return nil, err
+	}
 
 	if s.Sandbox, err = sandbox.New(sandbox.Config{Idempotent: true, Journal: cfg.SandboxJournal, Latency: cfg.SandboxLatency}); err != nil {
 		return nil, err
@@ -201,6 +206,37 @@ func (s *Service) Close() {
 	if s.Sandbox != nil {
 		_ = s.Sandbox.Close()
 	}
+}
+
+// rebuild restores the hot state from Kafka when Redis does not have it (a
+// new or wiped Redis, or dev mode's in-process one): intent records, so that
+// an id decided before is still recognised.
+func (s *Service) rebuild(ctx context.Context) error {
+	need, err := s.store.NeedsRebuild(ctx)
+	if err != nil || !need {
+		return err
+	}
+	start := time.Now()
+	applied := 0
+	n, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, 1000, func(ms []kafka.Message) error {
+		evs := make([]status.Event, 0, len(ms))
+		for _, m := range ms {
+			var ev status.Event
+			if err := json.Unmarshal(m.Value, &ev); err != nil {
+				s.log.Warn("unreadable status event skipped in rebuild", "partition", m.Partition, "offset", m.Offset)
+				continue
+			}
+			evs = append(evs, ev)
+		}
+		k, err := s.store.ApplyEvents(ctx, evs, time.Now())
+		applied += k
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("rebuilding intent records from %s: %w", kafkaio.DefaultTopics.Status, err)
+	}
+	s.log.Info("state rebuilt from Kafka", "status_events", n, "entries_applied", applied, "took", time.Since(start).Round(time.Millisecond))
+	return s.store.MarkRebuilt(ctx, time.Now())
 }
 
 func loadCatalog(dir string) (*catalog.Catalog, error) {
