@@ -1,0 +1,32 @@
+# The two commands a newcomer needs are `go run ./services/dispatcher dev`
+# and `make test`. The rest are conveniences.
+GO ?= go
+PKGS := ./...
+
+.PHONY: test check unit race fuzz build dev
+
+## test: formatting and vet, the whole suite, then the suite again under the race detector
+test: check unit race
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+unit:
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+race:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## fuzz: each fuzz target for FUZZTIME (default 10s); a crasher stays in testdata/
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZTIME) ./pkg/intent/
+	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) ./pkg/catalog/
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o dispatcher ./services/dispatcher
+
+dev:
+	$(GO) run ./services/dispatcher dev
