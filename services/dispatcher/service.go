@@ -120,22 +120,23 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 			return nil, err
 		}
 	}
-	if roles.API {
-		d := httpapi.Deps{
-			Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
-			Ready: []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping}},
-		}
-		if roles.Dev {
-			d.Sandbox = s.Sandbox
-		}
-		if s.api, err = httpapi.New(d); err != nil {
-			return nil, err
-		}
-		if s.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
-		}
-		s.http = &http.Server{Handler: s.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Every process serves HTTP: the API role the whole API, a worker only
+	// /healthz, /readyz and /metrics.
+	d := httpapi.Deps{
+		Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
+		Ready:   []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping}},
+		OpsOnly: !roles.API,
 	}
+	if roles.Dev {
+		d.Sandbox = s.Sandbox
+	}
+	if s.api, err = httpapi.New(d); err != nil {
+		return nil, err
+	}
+	if s.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	s.http = &http.Server{Handler: s.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	ok = true
 	return s, nil
 }

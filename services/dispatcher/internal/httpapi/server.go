@@ -52,8 +52,10 @@ type Deps struct {
 	Ready     []Check
 	Sandbox   *sandbox.Sandbox // dev only: exposes /v1/sandbox
 	Gatherer  prometheus.Gatherer
-	Log       *slog.Logger
-	Now       func() time.Time
+	// OpsOnly serves only /healthz, /readyz and /metrics (a worker process).
+	OpsOnly bool
+	Log     *slog.Logger
+	Now     func() time.Time
 }
 
 // Server is the HTTP API.
@@ -64,7 +66,7 @@ type Server struct {
 
 // New builds the routes.
 func New(d Deps) (*Server, error) {
-	if d.Publisher == nil || d.Store == nil || d.Templates == nil {
+	if !d.OpsOnly && (d.Publisher == nil || d.Store == nil || d.Templates == nil) {
 		return nil, errors.New("httpapi: publisher, store and templates are required")
 	}
 	if d.Now == nil {
@@ -86,6 +88,9 @@ func New(d Deps) (*Server, error) {
 	s.e.GET("/readyz", s.readyz)
 	if d.Gatherer != nil {
 		s.e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{})))
+	}
+	if d.OpsOnly {
+		return s, nil
 	}
 	v1 := s.e.Group("/v1")
 	v1.POST("/intents", s.postIntent)
