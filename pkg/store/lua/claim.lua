@@ -17,7 +17,8 @@
 -- ARGV[11] timeline entry, JSON; its seq is the number in its field name e:<seq>
 --
 -- Returns {outcome, state, seq, owner, lease}:
---   "claimed"   the record moved to the target; seq is the new entry's
+--   "claimed"   the record moved to the target (from none, accepted, deferred,
+--               or rejected when the target is sending); seq is the new entry's
 --   "duplicate" the record is in an end state already; nothing changed
 --   "busy"      another worker holds a live lease; nothing changed
 --   "stale"     a "sending" lease expired (its worker died mid-send); the
@@ -42,7 +43,10 @@ if st == 'sending' then
   return {'stale', st, tonumber(redis.call('HGET', rec, 'seq') or '0'), owner, lease}
 end
 
-if st and st ~= 'accepted' and st ~= 'deferred' then
+-- A rejected intent contacted no one: a corrected copy with the same id may
+-- still be sent.
+local reopen = st == 'rejected' and ARGV[7] == 'sending'
+if st and st ~= 'accepted' and st ~= 'deferred' and not reopen then
   return {'duplicate', st, tonumber(redis.call('HGET', rec, 'seq') or '0'), '', 0}
 end
 

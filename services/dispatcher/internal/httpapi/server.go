@@ -196,12 +196,13 @@ func (s *Server) postIntent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if !created && st != status.Accepted {
+	if !created && st != status.Accepted && st != status.Rejected {
 		// Known and decided: intents are idempotent by id, so it is not sent again.
+		// (A rejected intent contacted no one; a corrected copy goes through.)
 		return c.JSON(http.StatusOK, Accepted{ID: in.ID, State: st, Duplicate: true, StatusURL: url})
 	}
-	// New, or accepted before but perhaps never written (the earlier request
-	// failed): write it. A second copy on the topic is harmless; the worker
+	// New, rejected before, or accepted before but perhaps never written (the
+	// earlier request failed): write it. A second copy on the topic is harmless; the worker
 	// decides an id once.
 	if err := s.Publisher.WriteMessages(ctx, kafka.Message{
 		Topic: s.Topics.Intents, Key: []byte(in.DebtorID), Value: body,

@@ -307,3 +307,30 @@ func TestDecideAfterWorkerDied(t *testing.T) {
 		})
 	}
 }
+
+// A rejected intent contacted no one: a corrected copy with its id is sent.
+func TestDecideCorrectedAfterRejection(t *testing.T) {
+	f := newFixture(t, true)
+	bad := sampleIntent("I-fixed")
+	delete(bad.Params, "amount")
+	if _, err := f.w.Decide(context.Background(), msgOf(t, bad)); err != nil {
+		t.Fatal(err)
+	}
+	if rec := f.record(t, "I-fixed"); rec.State != status.Rejected {
+		t.Fatalf("state %s, want rejected", rec.State)
+	}
+	if _, err := f.w.Decide(context.Background(), msgOf(t, sampleIntent("I-fixed"))); err != nil {
+		t.Fatal(err)
+	}
+	rec := f.record(t, "I-fixed")
+	if rec.State != status.Sent || len(rec.Timeline) != 3 || f.sb.calls.Load() != 1 {
+		t.Errorf("state %s with %d entries after %d sends, want sent after rejected, once", rec.State, len(rec.Timeline), f.sb.calls.Load())
+	}
+	// …and a malformed copy after that changes nothing.
+	if _, err := f.w.Decide(context.Background(), msgOf(t, bad)); err != nil {
+		t.Fatal(err)
+	}
+	if rec := f.record(t, "I-fixed"); rec.State != status.Sent {
+		t.Errorf("a malformed copy changed the record to %s", rec.State)
+	}
+}
