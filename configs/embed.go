@@ -8,5 +8,5 @@ import "embed"
 // container needs no files beside it. A directory on disk with the same layout
 // (os.DirFS) can be passed wherever FS is accepted to override it.
 //
-//go:embed templates
+//go:embed templates profiles holidays
 var FS embed.FS

@@ -61,6 +61,12 @@ const (
 	HeaderRejectedAt      = "dlq-rejected-at"      // RFC 3339
 )
 
+// Headers on intents the scheduler re-injects from reminders.deferred.
+const (
+	HeaderReinjected = "dispatcher-reinjected" // the deferred transition's seq
+	HeaderDue        = "dispatcher-due"        // RFC 3339: when it was due
+)
+
 // Client talks to the cluster for admin and health checks.
 type Client struct {
 	c *kafka.Client

@@ -11,8 +11,16 @@ import (
 // Replay reads every record of topic, partition by partition, from the
 // first offset to the end each partition had when Replay started, and hands
 // them to fn in batches of up to batch records. It is how hot state is
-// rebuilt from the topics that hold it durably.
-func (c *Client) Replay(ctx context.Context, brokers []string, topic string, batch int, fn func([]kafka.Message) error) (int, error) {
+// rebuilt from the topics that hold it durably. It returns how many records
+// it read and each partition's end offset, where a reader that follows the
+// topic goes on.
+func (c *Client) Replay(ctx context.Context, brokers []string, topic string, batch int, fn func([]kafka.Message) error) (int, map[int]int64, error) {
+	ends := map[int]int64{}
+	n, err := c.replay(ctx, brokers, topic, batch, fn, ends)
+	return n, ends, err
+}
+
+func (c *Client) replay(ctx context.Context, brokers []string, topic string, batch int, fn func([]kafka.Message) error, ends map[int]int64) (int, error) {
 	md, err := c.c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return 0, fmt.Errorf("replay %s: %w", topic, err)
@@ -33,6 +41,7 @@ func (c *Client) Replay(ctx context.Context, brokers []string, topic string, bat
 		if po.Error != nil {
 			return total, fmt.Errorf("replay %s/%d: %w", topic, po.Partition, po.Error)
 		}
+		ends[po.Partition] = po.LastOffset
 		if po.LastOffset <= po.FirstOffset {
 			continue
 		}

@@ -4,6 +4,7 @@
 package status
 
 import (
+	"encoding/json"
 	"time"
 )
 
@@ -59,6 +60,24 @@ type Entry struct {
 	ErrorCode  string    `json:"error_code,omitempty"`
 	Detail     string    `json:"detail,omitempty"`
 	Worker     string    `json:"worker,omitempty"`
+
+	// The audit trail of a gate decision: which rule of which profile made
+	// it, the rule's legal source as the profile states it, and the inputs
+	// that decided it.
+	Rule    string     `json:"rule,omitempty"`
+	Profile string     `json:"profile,omitempty"`
+	Source  string     `json:"source,omitempty"`
+	Until   *time.Time `json:"until,omitempty"` // deferred until
+	Inputs  *Inputs    `json:"inputs,omitempty"`
+	// UntilMS is how the gate script writes Until; readers get Until.
+	UntilMS int64 `json:"until_ms,omitempty"`
+}
+
+// Inputs are what a gate decision was made on.
+type Inputs struct {
+	Zones      []string       `json:"zones,omitempty"`       // the debtor's possible time zones
+	LocalTimes []string       `json:"local_times,omitempty"` // the time of the decision in each
+	Counts     map[string]int `json:"counts,omitempty"`      // per rule id: contacts counted in its window
 }
 
 // Record is everything the dispatcher keeps about one intent.
@@ -92,19 +111,24 @@ const (
 // delivered at least once: (id, seq) identifies a transition, so a consumer
 // that folds them into a state drops the ones it has seen.
 type Event struct {
-	Kind       string    `json:"kind"`
-	ID         string    `json:"id"`
-	DebtorID   string    `json:"debtor_id"`
-	Seq        int64     `json:"seq,omitempty"`
-	State      State     `json:"state"`
-	Reason     string    `json:"reason,omitempty"`
-	Channel    string    `json:"channel,omitempty"`
-	At         time.Time `json:"at"`
-	To         string    `json:"to,omitempty"`
-	Provider   string    `json:"provider,omitempty"`
-	ProviderID string    `json:"provider_id,omitempty"`
-	ErrorCode  string    `json:"error_code,omitempty"`
-	Detail     string    `json:"detail,omitempty"`
+	Kind       string     `json:"kind"`
+	ID         string     `json:"id"`
+	DebtorID   string     `json:"debtor_id"`
+	Seq        int64      `json:"seq,omitempty"`
+	State      State      `json:"state"`
+	Reason     string     `json:"reason,omitempty"`
+	Channel    string     `json:"channel,omitempty"`
+	At         time.Time  `json:"at"`
+	To         string     `json:"to,omitempty"`
+	Provider   string     `json:"provider,omitempty"`
+	ProviderID string     `json:"provider_id,omitempty"`
+	ErrorCode  string     `json:"error_code,omitempty"`
+	Detail     string     `json:"detail,omitempty"`
+	Rule       string     `json:"rule,omitempty"`
+	Profile    string     `json:"profile,omitempty"`
+	Source     string     `json:"source,omitempty"`
+	Until      *time.Time `json:"until,omitempty"`
+	Inputs     *Inputs    `json:"inputs,omitempty"`
 }
 
 // TransitionEvent makes the event that publishes entry e of intent id.
@@ -113,5 +137,28 @@ func TransitionEvent(id, debtorID string, e Entry) Event {
 		Kind: KindTransition, ID: id, DebtorID: debtorID, Seq: e.Seq, State: e.State,
 		Reason: e.Reason, Channel: e.Channel, At: e.At, To: e.To, Provider: e.Provider,
 		ProviderID: e.ProviderID, ErrorCode: e.ErrorCode, Detail: e.Detail,
+		Rule: e.Rule, Profile: e.Profile, Source: e.Source, Until: e.Until, Inputs: e.Inputs,
 	}
+}
+
+// Entry returns the timeline entry a transition event publishes.
+func (ev Event) Entry() Entry {
+	return Entry{
+		Seq: ev.Seq, At: ev.At, State: ev.State, Reason: ev.Reason, Channel: ev.Channel, To: ev.To,
+		Provider: ev.Provider, ProviderID: ev.ProviderID, ErrorCode: ev.ErrorCode, Detail: ev.Detail,
+		Rule: ev.Rule, Profile: ev.Profile, Source: ev.Source, Until: ev.Until, Inputs: ev.Inputs,
+	}
+}
+
+// Deferral is the value on reminders.deferred (compacted, key = intent id):
+// an intent waiting for the time it may be sent. A tombstone (no value)
+// removes it once the intent reached an end state.
+type Deferral struct {
+	ID         string          `json:"id"`
+	DebtorID   string          `json:"debtor_id"`
+	Due        time.Time       `json:"due"`
+	Rule       string          `json:"rule"`
+	Seq        int64           `json:"seq"` // the deferred transition's seq
+	DeferredAt time.Time       `json:"deferred_at"`
+	Intent     json.RawMessage `json:"intent"` // the intent as it arrived
 }

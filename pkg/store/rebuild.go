@@ -52,10 +52,7 @@ func (s *Store) ApplyEvents(ctx context.Context, evs []status.Event, now time.Ti
 		if ev.Kind != status.KindTransition || ev.Seq <= 0 || ev.ID == "" || ev.DebtorID == "" || now.Sub(ev.At) > s.ttl {
 			continue
 		}
-		entry, err := encodeEntry(status.Entry{
-			At: ev.At, State: ev.State, Reason: ev.Reason, Channel: ev.Channel, To: ev.To,
-			Provider: ev.Provider, ProviderID: ev.ProviderID, ErrorCode: ev.ErrorCode, Detail: ev.Detail,
-		})
+		entry, err := encodeEntry(ev.Entry())
 		if err != nil {
 			return 0, err
 		}

@@ -178,6 +178,9 @@ type FinishRequest struct {
 	Reason       string
 	Channel      string
 	Entry        status.Entry
+	// Release lists the streams the contact was counted in, to uncount it:
+	// the send failed for certain before a provider accepted it.
+	Release []Stream
 }
 
 // ErrLeaseLost is returned by Finish when another worker took the intent over.
@@ -189,8 +192,16 @@ func (s *Store) Finish(ctx context.Context, r FinishRequest) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	res, err := s.run(ctx, s.finish, []string{s.keys.Record(r.DebtorID, r.ID)},
-		[]any{r.Owner, ms(r.Now), s.ttlSec, string(r.State), r.Reason, r.Channel, entry})
+	keys := []string{s.keys.Record(r.DebtorID, r.ID)}
+	release := "0"
+	if len(r.Release) > 0 {
+		release = "1"
+		for _, st := range r.Release {
+			keys = append(keys, s.keys.Stream(r.DebtorID, st))
+		}
+	}
+	res, err := s.run(ctx, s.finish, keys,
+		[]any{r.Owner, ms(r.Now), s.ttlSec, string(r.State), r.Reason, r.Channel, entry, release, r.ID})
 	if err != nil {
 		return 0, fmt.Errorf("store: finish: %w", err)
 	}
@@ -273,6 +284,10 @@ func decodeRecord(h map[string]string) (status.Record, error) {
 			return status.Record{}, fmt.Errorf("store: entry %d of %s: %w", seq, r.ID, err)
 		}
 		e.Seq = seq
+		if e.UntilMS != 0 {
+			u := time.UnixMilli(e.UntilMS).UTC()
+			e.Until, e.UntilMS = &u, 0
+		}
 		r.Timeline = append(r.Timeline, e)
 	}
 	sort.Slice(r.Timeline, func(i, j int) bool { return r.Timeline[i].Seq < r.Timeline[j].Seq })
@@ -280,9 +295,15 @@ func decodeRecord(h map[string]string) (status.Record, error) {
 }
 
 // runIndexed runs a script on the debtor's record and, in the same pipeline,
-// writes the id → debtor index (set once, refreshed TTL never shortens it).
+// writes the id → debtor index.
 func (s *Store) runIndexed(ctx context.Context, sc *redis.Script, debtorID, id string, args []any) (any, error) {
-	keys := []string{s.keys.Record(debtorID, id)}
+	return s.evalIndexed(ctx, sc, []string{s.keys.Record(debtorID, id)}, debtorID, id, args)
+}
+
+// evalIndexed runs a script with keys and, in the same pipeline, writes the
+// id → debtor index: one round trip (on a cluster, one per node involved).
+// A script Redis lost (restart, flush) is loaded and the call repeated.
+func (s *Store) evalIndexed(ctx context.Context, sc *redis.Script, keys []string, debtorID, id string, args []any) (any, error) {
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
 		res := sc.EvalSha(ctx, pipe, keys, args...)

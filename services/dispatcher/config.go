@@ -22,6 +22,7 @@ type Config struct {
 	StatusTTL     time.Duration // DISPATCHER_STATUS_TTL
 	SendTimeout   time.Duration // DISPATCHER_SEND_TIMEOUT
 	ConfigDir     string        // DISPATCHER_CONFIG_DIR: overrides the configs built into the binary
+	Profile       string        // DISPATCHER_PROFILE: policy profile name or file
 	LogLevel      slog.Level    // DISPATCHER_LOG_LEVEL
 	LogFormat     string        // DISPATCHER_LOG_FORMAT: json or text
 	Providers     map[string]string
@@ -42,7 +43,8 @@ var envVars = [][2]string{
 	{"DISPATCHER_GROUP", "consumer group (default dispatcher)"},
 	{"DISPATCHER_STATUS_TTL", "how long intent records stay in Redis (default 2160h = 90 days)"},
 	{"DISPATCHER_SEND_TIMEOUT", "deadline of one provider call (default 10s)"},
-	{"DISPATCHER_CONFIG_DIR", "directory with templates/ (and later profiles/, holidays/) overriding the built-in configs"},
+	{"DISPATCHER_PROFILE", "compliance policy: a profile name in configs/profiles (cn-bank, us-regf) or a .yaml file (default cn-bank)"},
+	{"DISPATCHER_CONFIG_DIR", "directory with templates/, profiles/ and holidays/ overriding the built-in configs"},
 	{"DISPATCHER_LOG_LEVEL", "debug, info, warn or error (default info)"},
 	{"DISPATCHER_LOG_FORMAT", "json or text (default json; dev: text)"},
 	{"DISPATCHER_SANDBOX_JOURNAL", "file where the sandbox appends each send (JSON lines) and remembers sent ids across restarts"},
@@ -59,6 +61,7 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 		HTTPAddr:      ":8080",
 		PublicBaseURL: "http://localhost:8080",
 		Group:         "dispatcher",
+		Profile:       "cn-bank",
 		StatusTTL:     90 * 24 * time.Hour,
 		SendTimeout:   10 * time.Second,
 		LogLevel:      slog.LevelInfo,
@@ -98,6 +101,7 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	str("DISPATCHER_PUBLIC_BASE_URL", &c.PublicBaseURL)
 	str("DISPATCHER_GROUP", &c.Group)
 	str("DISPATCHER_CONFIG_DIR", &c.ConfigDir)
+	str("DISPATCHER_PROFILE", &c.Profile)
 	str("DISPATCHER_LOG_FORMAT", &c.LogFormat)
 	str("DISPATCHER_SANDBOX_JOURNAL", &c.SandboxJournal)
 	dur("DISPATCHER_STATUS_TTL", &c.StatusTTL)

@@ -48,7 +48,7 @@ func startDev(t *testing.T, dataDir string, kafkaPort int, journal string) *devP
 		}
 	}
 	cmd.Env = append(cmd.Env, "DISPATCHER_BE_MAIN=1", "DISPATCHER_HTTP_ADDR=127.0.0.1:0",
-		"DISPATCHER_SANDBOX_JOURNAL="+journal, "DISPATCHER_LOG_LEVEL=warn")
+		"DISPATCHER_SANDBOX_JOURNAL="+journal, "DISPATCHER_LOG_LEVEL=warn", "DISPATCHER_PROFILE="+openProfile(t))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

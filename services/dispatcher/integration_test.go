@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,9 @@ type harness struct {
 	journal string
 	// extraEnv is added to the environment of spawned processes.
 	extraEnv []string
+	// profile is the policy profile: testdata/open.yaml unless a test says
+	// otherwise, so delivery tests do not depend on the time of day.
+	profile string
 }
 
 func newHarness(t *testing.T, partitions int) *harness {
@@ -40,8 +44,17 @@ func newHarness(t *testing.T, partitions int) *harness {
 	k := testenv.Kafka(t, partitions)
 	return &harness{
 		t: t, brokers: k.ListenAddrs(), redis: testenv.RedisURL(t), prefix: prefix,
-		journal: t.TempDir() + "/sandbox.journal",
+		journal: t.TempDir() + "/sandbox.journal", profile: openProfile(t),
 	}
+}
+
+// openProfile is the absolute path of testdata/open.yaml.
+func openProfile(t *testing.T) string {
+	p, err := filepath.Abs("testdata/open.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func (h *harness) config() Config {
@@ -51,6 +64,7 @@ func (h *harness) config() Config {
 	}
 	cfg.Brokers, cfg.RedisURL, cfg.RedisPrefix = h.brokers, h.redis, h.prefix
 	cfg.HTTPAddr, cfg.SandboxJournal = "127.0.0.1:0", h.journal
+	cfg.Profile = h.profile
 	return cfg
 }
 
@@ -65,6 +79,7 @@ func (h *harness) env() []string {
 		"DISPATCHER_SEND_TIMEOUT=1s",
 		"DISPATCHER_LOG_LEVEL=warn",
 		"DISPATCHER_HTTP_ADDR=127.0.0.1:0",
+		"DISPATCHER_PROFILE=" + h.profile,
 	}, h.extraEnv...)
 }
 

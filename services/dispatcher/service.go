@@ -26,9 +26,11 @@ import (
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/httpapi"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/scheduler"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/worker"
 )
 
@@ -54,7 +56,9 @@ type Service struct {
 	api     *httpapi.Server
 	http    *http.Server
 	ln      net.Listener
+	sched   *scheduler.Scheduler
 	Sandbox *sandbox.Sandbox
+	Profile *policy.Profile
 	Reg     *prometheus.Registry
 	Owner   string
 }
@@ -74,6 +78,9 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	cat, err := loadCatalog(cfg.ConfigDir)
 	if err != nil {
 		return nil, err
+	}
+	if s.Profile, err = policy.Load(configFS(cfg.ConfigDir), cfg.Profile); err != nil {
+		return nil, fmt.Errorf("policy profile %s: %w", cfg.Profile, err)
 	}
 	rdb, err := redisClient(cfg.RedisURL)
 	if err != nil {
@@ -113,17 +120,20 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	if roles.Worker {
 		s.reader = kafka.NewReader(kafkaio.ReaderConfig(cfg.Brokers, cfg.Group, topics.Intents))
 		s.worker, err = worker.New(worker.Config{Owner: s.Owner, SendTimeout: cfg.SendTimeout}, worker.Deps{
-			Reader: s.reader, Publisher: s.writer, Store: s.store, Templates: cat,
+			Reader: s.reader, Publisher: s.writer, Store: s.store, Templates: cat, Profile: s.Profile,
 			Senders: senders, Topics: topics, Metrics: worker.NewMetrics(s.Reg), Log: log,
 		})
 		if err != nil {
 			return nil, err
 		}
+		s.sched = scheduler.New(scheduler.Config{Owner: s.Owner, Brokers: cfg.Brokers, Topics: topics},
+			s.store, s.writer, s.kc, log, nil, s.Reg)
 	}
 	// Every process serves HTTP: the API role the whole API, a worker only
 	// /healthz, /readyz and /metrics.
 	d := httpapi.Deps{
 		Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
+		Profile: s.Profile, Contacts: s.store,
 		Ready:   []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping}},
 		OpsOnly: !roles.API,
 	}
@@ -170,12 +180,16 @@ func (s *Service) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if s.worker != nil {
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			if err := s.worker.Run(wctx); err != nil {
 				errc <- err
 			}
+		}()
+		go func() {
+			defer wg.Done()
+			_ = s.sched.Run(wctx)
 		}()
 	}
 	var err error
@@ -219,7 +233,7 @@ func (s *Service) rebuild(ctx context.Context) error {
 	}
 	start := time.Now()
 	applied := 0
-	n, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, 1000, func(ms []kafka.Message) error {
+	n, _, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, 1000, func(ms []kafka.Message) error {
 		evs := make([]status.Event, 0, len(ms))
 		for _, m := range ms {
 			var ev status.Event
@@ -240,12 +254,17 @@ func (s *Service) rebuild(ctx context.Context) error {
 	return s.store.MarkRebuilt(ctx, time.Now())
 }
 
-func loadCatalog(dir string) (*catalog.Catalog, error) {
-	var fsys fs.FS = configs.FS
+// configFS is the configs built into the binary, or the directory that
+// overrides them.
+func configFS(dir string) fs.FS {
 	if dir != "" {
-		fsys = os.DirFS(dir)
+		return os.DirFS(dir)
 	}
-	c, err := catalog.Load(fsys)
+	return configs.FS
+}
+
+func loadCatalog(dir string) (*catalog.Catalog, error) {
+	c, err := catalog.Load(configFS(dir))
 	if err != nil {
 		return nil, fmt.Errorf("templates: %w", err)
 	}

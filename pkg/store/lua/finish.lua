@@ -1,6 +1,9 @@
 -- finish.lua — record the outcome of a send by the worker that holds the lease.
 --
--- KEYS[1]  the intent's record hash (hash-tagged by debtor)
+-- KEYS[1]   the intent's record hash (hash-tagged by debtor)
+-- KEYS[2..] event streams the contact was counted in, released (the intent
+--           removed from them) when ARGV[8] is "1": the send failed for
+--           certain before any provider accepted it
 -- ARGV[1]  owner: the worker's id
 -- ARGV[2]  now, unix milliseconds
 -- ARGV[3]  record TTL, seconds
@@ -8,6 +11,8 @@
 -- ARGV[5]  reason (may be empty)
 -- ARGV[6]  channel (may be empty)
 -- ARGV[7]  timeline entry, JSON; its seq is the number in its field name e:<seq>
+-- ARGV[8]  "1" to release the contact slot, else "0"
+-- ARGV[9]  intent id (the member to release)
 --
 -- Returns {outcome, state, seq}:
 --   "ok"    recorded; seq is the new entry's
@@ -23,4 +28,9 @@ redis.call('HSET', rec, 'state', ARGV[4], 'reason', ARGV[5], 'updated', ARGV[2],
 if ARGV[6] ~= '' then redis.call('HSET', rec, 'channel', ARGV[6]) end
 redis.call('HDEL', rec, 'owner', 'lease')
 redis.call('EXPIRE', rec, ARGV[3])
+if ARGV[8] == '1' then
+  for k = 2, #KEYS do
+    redis.call('ZREM', KEYS[k], ARGV[9])
+  end
+end
 return {'ok', ARGV[4], seq}

@@ -22,6 +22,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
 )
@@ -48,6 +49,8 @@ type Deps struct {
 	Publisher Publisher
 	Store     Store
 	Templates intent.Templates
+	Profile   *policy.Profile
+	Contacts  Contacts
 	Topics    kafkaio.Topics
 	Ready     []Check
 	Sandbox   *sandbox.Sandbox // dev only: exposes /v1/sandbox
@@ -66,8 +69,8 @@ type Server struct {
 
 // New builds the routes.
 func New(d Deps) (*Server, error) {
-	if !d.OpsOnly && (d.Publisher == nil || d.Store == nil || d.Templates == nil) {
-		return nil, errors.New("httpapi: publisher, store and templates are required")
+	if !d.OpsOnly && (d.Publisher == nil || d.Store == nil || d.Templates == nil || d.Profile == nil || d.Contacts == nil) {
+		return nil, errors.New("httpapi: publisher, store, contacts, templates and profile are required")
 	}
 	if d.Now == nil {
 		d.Now = time.Now
@@ -95,6 +98,8 @@ func New(d Deps) (*Server, error) {
 	v1 := s.e.Group("/v1")
 	v1.POST("/intents", s.postIntent)
 	v1.GET("/intents/:id", s.getIntent)
+	v1.GET("/debtors/:id/contacts", s.getContacts)
+	v1.POST("/debtors/:id/conversations", s.postConversation)
 	if d.Sandbox != nil {
 		v1.GET("/sandbox/outbox", s.outbox)
 		v1.PUT("/sandbox/faults/:channel", s.putFault)

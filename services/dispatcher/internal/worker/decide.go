@@ -12,6 +12,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/channel"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
 )
@@ -33,7 +34,7 @@ func (w *Worker) Decide(ctx context.Context, m kafka.Message) ([]kafka.Message, 
 	if in.ExpiresAt != nil && !now.Before(*in.ExpiresAt) {
 		return w.endWithout(ctx, in, status.Suppressed, status.ReasonExpired, "expires_at has passed")
 	}
-	return w.send(ctx, in)
+	return w.send(ctx, m, in)
 }
 
 // reject sends m to the DLQ with its reason and, when the intent's id is
@@ -103,34 +104,43 @@ func (w *Worker) endWithout(ctx context.Context, in intent.Intent, st status.Sta
 	}
 }
 
-// send claims the intent, sends it on its first channel and records the
-// outcome.
-func (w *Worker) send(ctx context.Context, in intent.Intent) ([]kafka.Message, error) {
-	ch := in.Channels[0]
-	sender, ok := w.Senders[ch]
-	if !ok {
-		return w.endWithout(ctx, in, status.Failed, "no_provider", fmt.Sprintf("no provider configured for %s", ch))
-	}
+// send passes the intent through the gate and, if a channel is free now,
+// sends it there and records the outcome.
+func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([]kafka.Message, error) {
 	now := w.Now().UTC()
-	to := intent.MaskAddress(ch, in.To.For(ch))
-	claimEntry := status.Entry{At: now, State: status.Sending, Channel: string(ch), To: to, Worker: w.cfg.Owner}
-	res, err := w.Store.Claim(ctx, store.ClaimRequest{
-		ID: in.ID, DebtorID: in.DebtorID, Owner: w.cfg.Owner, Now: now,
-		LeaseUntil: now.Add(w.cfg.lease()),
-		Target:     status.Sending, Channel: string(ch), Template: in.Template, Entry: claimEntry,
-	})
+	req, err := w.gateRequest(in, now)
 	if err != nil {
 		return nil, err
 	}
+	res, err := w.Store.Gate(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	reinjected := kafkaio.Header(m, kafkaio.HeaderReinjected) != ""
 	var recs []kafka.Message
 	switch res.Outcome {
 	case store.Claimed:
-		claimEntry.Seq = res.Seq
-		recs, _ = w.events(in.ID, in.DebtorID, claimEntry)
+		recs, _ = w.events(in.ID, in.DebtorID, res.Entry)
+	case store.Deferred:
+		w.Metrics.Decisions.WithLabelValues(string(status.Deferred), res.Entry.Reason).Inc()
+		recs, err = w.events(in.ID, in.DebtorID, res.Entry)
+		if err != nil {
+			return nil, err
+		}
+		d, err := w.deferral(m, in, res)
+		if err != nil {
+			return nil, err
+		}
+		return append(recs, d), nil
+	case store.Suppressed:
+		w.Metrics.Decisions.WithLabelValues(string(status.Suppressed), res.Rule).Inc()
+		recs, err = w.events(in.ID, in.DebtorID, res.Entry)
+		return w.settled(recs, in, reinjected), err
 	case store.Duplicate:
-		return w.duplicate(ctx, in)
+		recs, err = w.duplicate(ctx, in)
+		return w.settled(recs, in, reinjected), err
 	case store.Busy:
-		return nil, &busyError{id: in.ID, owner: res.Owner, until: res.LeaseUntil}
+		return nil, &busyError{id: in.ID, owner: res.Holder, until: res.Until}
 	case store.Stale:
 		// The previous holder died while sending: the provider may have it.
 		// Its transitions so far may not have been published.
@@ -146,27 +156,147 @@ func (w *Worker) send(ctx context.Context, in intent.Intent) ([]kafka.Message, e
 			}
 			recs = append(recs, m)
 		}
-		if !sender.Idempotent() {
+		ch := intent.Channel(res.Channel)
+		if s, ok := w.Senders[ch]; !ok || !s.Idempotent() {
 			more, err := w.finish(ctx, in, ch, status.SentUnconfirmed, "worker_lost_during_send",
-				status.Entry{Channel: string(ch), To: to, Detail: "the worker sending it stopped; the provider may have it"})
-			return append(recs, more...), err
+				status.Entry{Channel: string(ch), To: intent.MaskAddress(ch, in.To.For(ch)), Detail: "the worker sending it stopped; the provider may have it"})
+			return w.settled(append(recs, more...), in, reinjected), err
 		}
 		// The provider drops a repeat of this id, so sending again resolves it.
+		res.Channel = string(ch)
+	default:
+		return nil, fmt.Errorf("gate: unexpected outcome %q", res.Outcome)
 	}
 
+	ch := intent.Channel(res.Channel)
+	to := intent.MaskAddress(ch, in.To.For(ch))
+	sender, ok := w.Senders[ch]
+	if !ok {
+		more, err := w.finish(ctx, in, ch, status.Failed, "no_provider", status.Entry{Channel: string(ch), To: to,
+			Detail: fmt.Sprintf("no provider configured for %s", ch)}, w.countIn(in, ch)...)
+		return w.settled(append(recs, more...), in, reinjected), err
+	}
 	msg, err := w.render(in, ch)
 	if err != nil {
-		more, ferr := w.finish(ctx, in, ch, status.Failed, "render_error", status.Entry{Channel: string(ch), To: to, Detail: err.Error()})
-		return append(recs, more...), ferr
+		more, ferr := w.finish(ctx, in, ch, status.Failed, "render_error", status.Entry{Channel: string(ch), To: to, Detail: err.Error()}, w.countIn(in, ch)...)
+		return w.settled(append(recs, more...), in, reinjected), ferr
 	}
 	rcpt, serr := w.sendRetrying(ctx, sender, msg)
 	st, reason, e := outcome(rcpt, serr)
 	e.Channel, e.To = string(ch), to
-	more, err := w.finish(ctx, in, ch, st, reason, e)
+	var release []store.Stream
+	if st == status.Failed {
+		// No provider took it: the contact did not happen and must not count.
+		release = w.countIn(in, ch)
+	}
+	more, err := w.finish(ctx, in, ch, st, reason, e, release...)
 	if err != nil {
 		return nil, err
 	}
-	return append(recs, more...), nil
+	return w.settled(append(recs, more...), in, reinjected), nil
+}
+
+// settled adds, for an intent the scheduler re-injected that reached an
+// end state, the tombstone that removes it from reminders.deferred.
+func (w *Worker) settled(recs []kafka.Message, in intent.Intent, reinjected bool) []kafka.Message {
+	if !reinjected {
+		return recs
+	}
+	return append(recs, kafka.Message{Topic: w.Topics.Deferred, Key: []byte(in.ID)})
+}
+
+// deferral is the record that keeps a deferred intent on reminders.deferred
+// until the scheduler re-injects it.
+func (w *Worker) deferral(m kafka.Message, in intent.Intent, res store.GateResult) (kafka.Message, error) {
+	b, err := json.Marshal(status.Deferral{
+		ID: in.ID, DebtorID: in.DebtorID, Due: res.Until.UTC(), Rule: res.Rule, Seq: res.Seq,
+		DeferredAt: w.Now().UTC(), Intent: m.Value,
+	})
+	if err != nil {
+		return kafka.Message{}, err
+	}
+	return kafka.Message{Topic: w.Topics.Deferred, Key: []byte(in.ID), Value: b}, nil
+}
+
+// gateRequest asks the policy what each candidate channel allows now.
+func (w *Worker) gateRequest(in intent.Intent, now time.Time) (store.GateRequest, error) {
+	p := w.Profile
+	zones := p.Zones(in)
+	chans := in.Channels
+	if !in.Fallback {
+		chans = chans[:1]
+	}
+	req := store.GateRequest{
+		ID: in.ID, DebtorID: in.DebtorID, Owner: w.cfg.Owner, Template: in.Template,
+		Now: now, LeaseUntil: now.Add(w.cfg.lease()), Retention: p.MaxLookback(),
+		Entry: status.Entry{At: now, Worker: w.cfg.Owner, Profile: p.Name, Inputs: &status.Inputs{}},
+	}
+	if in.ExpiresAt != nil {
+		req.ExpiresAt = *in.ExpiresAt
+	}
+	for _, z := range zones {
+		req.Entry.Inputs.Zones = append(req.Entry.Inputs.Zones, z.String())
+	}
+	for i, ch := range chans {
+		d := p.Window(ch, zones, now)
+		if i == 0 {
+			req.Entry.Inputs.LocalTimes = d.Inputs
+		}
+		c := store.Candidate{Channel: string(ch), To: intent.MaskAddress(ch, in.To.For(ch)), WindowOK: d.Allowed, CountIn: w.countIn(in, ch)}
+		if !d.Allowed {
+			next := d.Next
+			switch {
+			case next.IsZero():
+				// No allowed time within the policy's horizon: look again later.
+				next = now.Add(24 * time.Hour)
+			case d.AtWindowStart:
+				next = p.Jittered(next, in.ID)
+			}
+			c.WindowNext = next
+			if d.Rule != nil {
+				c.WindowRule, c.WindowKind, c.WindowSrc = d.Rule.ID, d.Rule.Kind, d.Rule.Source
+			}
+		}
+		for _, k := range p.Checks(in, ch, zones, now) {
+			c.Checks = append(c.Checks, store.Check{
+				Stream: w.stream(in, k.Stream.Event, k.Stream.Channel, k.Stream.Scope),
+				Since:  k.Since, Limit: k.Limit, Sliding: k.Sliding, Until: k.Until,
+				Rule: k.Rule.ID, Kind: k.Rule.Kind, Source: k.Rule.Source,
+			})
+		}
+		req.Candidates = append(req.Candidates, c)
+	}
+	return req, nil
+}
+
+// stream resolves a policy stream to the intent's debtor, debt or number.
+func (w *Worker) stream(in intent.Intent, event, ch, scope string) store.Stream {
+	s := store.Stream{Event: event, Channel: ch, Scope: scope}
+	switch scope {
+	case policy.ScopeDebt:
+		s.ScopeID = in.DebtID
+	case policy.ScopeNumber:
+		s.ScopeID = in.To.Phone
+	}
+	return s
+}
+
+// countIn lists the streams a contact on ch is counted in: its channel and
+// all channels, for the debtor, the debt and (by phone) the number.
+func (w *Worker) countIn(in intent.Intent, ch intent.Channel) []store.Stream {
+	out := []store.Stream{
+		w.stream(in, policy.EventAttempt, string(ch), policy.ScopeDebtor),
+		w.stream(in, policy.EventAttempt, policy.ChannelAny, policy.ScopeDebtor),
+	}
+	if in.DebtID != "" {
+		out = append(out,
+			w.stream(in, policy.EventAttempt, string(ch), policy.ScopeDebt),
+			w.stream(in, policy.EventAttempt, policy.ChannelAny, policy.ScopeDebt))
+	}
+	if ch == intent.SMS || ch == intent.Voice {
+		out = append(out, w.stream(in, policy.EventAttempt, string(ch), policy.ScopeNumber))
+	}
+	return out
 }
 
 // sendRetrying calls the provider, repeating a retryable failure (and, for
@@ -224,12 +354,12 @@ func outcome(r channel.Receipt, err error) (status.State, string, status.Entry) 
 	}
 }
 
-func (w *Worker) finish(ctx context.Context, in intent.Intent, ch intent.Channel, st status.State, reason string, e status.Entry) ([]kafka.Message, error) {
+func (w *Worker) finish(ctx context.Context, in intent.Intent, ch intent.Channel, st status.State, reason string, e status.Entry, release ...store.Stream) ([]kafka.Message, error) {
 	now := w.Now().UTC()
 	e.At, e.State, e.Reason, e.Worker = now, st, reason, w.cfg.Owner
 	seq, err := w.Store.Finish(ctx, store.FinishRequest{
 		ID: in.ID, DebtorID: in.DebtorID, Owner: w.cfg.Owner, Now: now,
-		State: st, Reason: reason, Channel: string(ch), Entry: e,
+		State: st, Reason: reason, Channel: string(ch), Entry: e, Release: release,
 	})
 	if errors.Is(err, store.ErrLeaseLost) {
 		// We overran the lease and another worker took the intent over; its

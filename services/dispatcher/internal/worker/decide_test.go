@@ -16,6 +16,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
 	"github.com/contactd/dispatcher/pkg/testenv"
@@ -55,6 +56,10 @@ func newFixture(t *testing.T, idempotent bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	prof, err := policy.Load(configs.FS, "cn-bank")
+	if err != nil {
+		t.Fatal(err)
+	}
 	sb, err := sandbox.New(sandbox.Config{Idempotent: true})
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +70,7 @@ func newFixture(t *testing.T, idempotent bool) *fixture {
 		senders[ch] = f.sb
 	}
 	f.w, err = New(Config{Owner: f.worker, SendTimeout: 200 * time.Millisecond, RetryDelay: time.Millisecond}, Deps{
-		Reader: nopReader{}, Publisher: nopPublisher{}, Store: st, Templates: cat, Senders: senders,
+		Reader: nopReader{}, Publisher: nopPublisher{}, Store: st, Templates: cat, Profile: prof, Senders: senders,
 		Now: func() time.Time { return f.now },
 	})
 	if err != nil {

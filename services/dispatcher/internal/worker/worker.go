@@ -21,6 +21,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/channel"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
 )
@@ -39,6 +40,7 @@ type Publisher interface {
 
 // Store records decisions (the Redis store).
 type Store interface {
+	Gate(ctx context.Context, r store.GateRequest) (store.GateResult, error)
 	Claim(ctx context.Context, r store.ClaimRequest) (store.ClaimResult, error)
 	Finish(ctx context.Context, r store.FinishRequest) (int64, error)
 	GetFor(ctx context.Context, debtorID, id string) (status.Record, error)
@@ -111,6 +113,7 @@ type Deps struct {
 	Publisher Publisher
 	Store     Store
 	Templates Templates
+	Profile   *policy.Profile // the compliance policy every contact passes
 	Senders   map[intent.Channel]Sender
 	Topics    kafkaio.Topics
 	Metrics   *Metrics
@@ -130,8 +133,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if d.Reader == nil || d.Publisher == nil || d.Store == nil || d.Templates == nil {
-		return nil, errors.New("worker: reader, publisher, store and templates are required")
+	if d.Reader == nil || d.Publisher == nil || d.Store == nil || d.Templates == nil || d.Profile == nil {
+		return nil, errors.New("worker: reader, publisher, store, templates and profile are required")
 	}
 	if d.Now == nil {
 		d.Now = time.Now

@@ -1,0 +1,227 @@
+// Package policy owns the compliance rules applied before any contact with a
+// debtor: when a contact may happen (local-time windows, statutory holidays)
+// and how often (frequency caps and minimum gaps).
+//
+// A Profile is loaded from a YAML file written and owned by the bank's
+// compliance team (configs/profiles/*.yaml) and the holiday calendars it
+// names (configs/holidays/*.yaml). The engine is pure: after Load its only
+// I/O is reading a time zone the first time its name is seen, and its only
+// state is that cache, so a decision depends only on the profile, the intent
+// and the instant it is given. Window answers "may we
+// contact now, and if not, when"; Checks describes the counts a contact must
+// stay under, which the gate evaluates atomically against the recorded
+// contacts. Every rule carries its id and legal source, so each decision can
+// be explained to a regulator.
+package policy
+
+import (
+	"sync"
+	"time"
+
+	"github.com/contactd/dispatcher/pkg/intent"
+)
+
+// Rule kinds.
+const (
+	KindWindow  = "window"  // contact only inside a local time-of-day window
+	KindHoliday = "holiday" // no contact on certain local calendar days
+	KindCap     = "cap"     // at most Limit events per calendar day or sliding span
+	KindGap     = "gap"     // at least a span between two events
+)
+
+// Days forbidden by a holiday rule.
+const (
+	// DaysHolidays forbids the off days of the holiday calendar.
+	DaysHolidays = "holidays"
+	// DaysNonWorking forbids the off days and the Saturdays and Sundays that
+	// are not make-up working days.
+	DaysNonWorking = "non_working"
+)
+
+// Zone policies: how Zones picks the time zones a contact must respect.
+const (
+	// ZoneIntentFirst uses the intent's time zone if it has one, else every
+	// zone the phone number can be in, else the profile's default zone.
+	ZoneIntentFirst = "intent_first"
+	// ZoneAllKnown uses the intent's zone and every zone the phone number can
+	// be in (the default zone when there are none): a contact must be allowed
+	// in each of them.
+	ZoneAllKnown = "all_known"
+)
+
+// Events counted by checks.
+const (
+	EventAttempt      = "attempt"      // a contact was attempted (sent, dialled)
+	EventConnected    = "connected"    // a call was answered
+	EventConversation = "conversation" // a call reached a conversation about the debt
+)
+
+// Scopes: whose events a stream counts.
+const (
+	ScopeDebtor = "debtor" // every contact with the debtor
+	ScopeDebt   = "debt"   // contacts about one debt (the intent's debt_id)
+	ScopeNumber = "number" // contacts to one phone number
+)
+
+// ChannelAny in a Stream counts events on every channel.
+const ChannelAny = "any"
+
+// Profile is a loaded, validated policy. It is read-only after Load and safe
+// for concurrent use.
+type Profile struct {
+	Name        string
+	Description string
+	DefaultZone *time.Location
+	// Jitter spreads deferrals released at the same window opening.
+	Jitter time.Duration
+	Rules  []*Rule // in file order
+
+	zonePolicy   string
+	defaultZones []*time.Location // {DefaultZone}, shared, never modified
+	cal          *calendar
+	byID         map[string]*Rule
+	byChannel    [4]channelRules // indexed by channelIndex
+
+	locs   sync.Map // zone name → *time.Location, valid names only
+	phones sync.Map // *string from phonenumbers' prefix table → []*time.Location
+}
+
+// channelRules is what one channel needs, computed once at load so that no
+// decision filters or sorts rules.
+type channelRules struct {
+	timed  []*Rule // window and holiday rules, file order
+	counts []*Rule // cap and gap rules, file order
+	bounds []int64 // seconds after local midnight where timed rules change, sorted, always with 0
+	days   bool    // some count rule is per calendar day
+}
+
+// Rule is one rule of a profile.
+type Rule struct {
+	ID     string
+	Kind   string // KindWindow, KindHoliday, KindCap or KindGap
+	Source string // the legal source, as written in the profile
+	// Channels the rule applies to: it constrains a contact on any of them.
+	Channels []intent.Channel
+
+	// Window: contact allowed from From to To, in minutes after local
+	// midnight, half-open [From, To). From > To wraps midnight; To may be
+	// 1440 (24:00).
+	From, To int
+
+	// Holiday: DaysHolidays or DaysNonWorking.
+	Days string
+
+	// Cap and gap: the contact passes while fewer than Limit events of
+	// Stream happened in the current local calendar day (CalendarDay) or in
+	// the last Sliding. A gap rule is Limit 1 over a sliding span of the gap.
+	Stream      Stream
+	Limit       int
+	Sliding     time.Duration
+	CalendarDay bool
+}
+
+// Applies reports whether r constrains a contact on ch.
+func (r *Rule) Applies(ch intent.Channel) bool {
+	for _, c := range r.Channels {
+		if c == ch {
+			return true
+		}
+	}
+	return false
+}
+
+// Stream names a series of timestamped events the gate keeps per debtor.
+type Stream struct {
+	Event   string // EventAttempt, EventConnected or EventConversation
+	Channel string // a channel, or ChannelAny
+	Scope   string // ScopeDebtor, ScopeDebt or ScopeNumber
+}
+
+// String is the stream's stable name, "event:channel:scope", for keys and
+// the audit trail.
+func (s Stream) String() string { return s.Event + ":" + s.Channel + ":" + s.Scope }
+
+// Rule looks a rule up by id; nil if there is none.
+func (p *Profile) Rule(id string) *Rule { return p.byID[id] }
+
+// ZonePolicy returns ZoneIntentFirst or ZoneAllKnown.
+func (p *Profile) ZonePolicy() string { return p.zonePolicy }
+
+// CoversYear reports whether the profile's holiday calendars cover the
+// year. In a year none covers, holiday rules know no statutory days off
+// (DaysNonWorking still forbids weekends): the service should warn, and
+// compliance add the next year's calendar, before the year starts.
+func (p *Profile) CoversYear(year int) bool {
+	return p.cal != nil && p.cal.years[year]
+}
+
+// MaxLookback is the longest time any check looks back: the gate keeps
+// events that long. A calendar day counts as 48 hours, which covers a local
+// day in any zone seen from any other.
+func (p *Profile) MaxLookback() time.Duration {
+	var d time.Duration
+	for _, r := range p.Rules {
+		switch {
+		case r.CalendarDay:
+			d = max(d, 48*time.Hour)
+		case r.Kind == KindCap || r.Kind == KindGap:
+			d = max(d, r.Sliding)
+		}
+	}
+	return d
+}
+
+// Jittered spreads a deferral that lands on a window start over
+// [next, next+p.Jitter), deterministically by key (an intent id), so that a
+// window opening does not release a whole backlog at once and a redelivered
+// intent gets the same time. It returns next unchanged if Jitter is 0.
+func (p *Profile) Jittered(next time.Time, key string) time.Time {
+	if p.Jitter <= 0 {
+		return next
+	}
+	h := mix(fnv1a(key))
+	if p.Jitter >= time.Second {
+		n := uint64(p.Jitter / time.Second)
+		return next.Add(time.Duration(h%n) * time.Second)
+	}
+	return next.Add(time.Duration(h % uint64(p.Jitter)))
+}
+
+// fnv1a is FNV-1a 64 over s, without the allocation of hash/fnv.
+func fnv1a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// mix is the splitmix64 finaliser: ids that differ in their last
+// characters only (ULIDs from one millisecond) still land far apart.
+func mix(h uint64) uint64 {
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
+}
+
+// channelIndex maps a known channel to its slot in Profile.byChannel.
+func channelIndex(ch intent.Channel) int {
+	switch ch {
+	case intent.SMS:
+		return 0
+	case intent.Voice:
+		return 1
+	case intent.Email:
+		return 2
+	case intent.WeChat:
+		return 3
+	}
+	return -1
+}
+
+// phoneChannel reports whether ch reaches a phone number.
+func phoneChannel(ch intent.Channel) bool { return ch == intent.SMS || ch == intent.Voice }

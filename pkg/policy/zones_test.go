@@ -1,0 +1,107 @@
+package policy
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/contactd/dispatcher/configs"
+	"github.com/contactd/dispatcher/pkg/intent"
+)
+
+func TestZones(t *testing.T) {
+	cases := []struct {
+		name    string
+		profile string
+		in      intent.Intent
+		want    []string
+	}{
+		{name: "intent_first: intent zone wins over the number", profile: "cn-bank",
+			in: intent.Intent{Timezone: "America/New_York", To: intent.Address{Phone: "+8613800138000"}}, want: []string{"America/New_York"}},
+		{name: "intent_first: +86 number", profile: "cn-bank",
+			in: intent.Intent{To: intent.Address{Phone: "+8613800138000"}}, want: []string{"Asia/Shanghai"}},
+		{name: "intent_first: a foreign number is not the default zone", profile: "cn-bank",
+			in: intent.Intent{To: intent.Address{Phone: "+442079460000"}}, want: []string{"Europe/London"}},
+		{name: "intent_first: every zone of an ambiguous number", profile: "cn-bank",
+			in: intent.Intent{To: intent.Address{Phone: "+12085550100"}}, want: []string{"America/Boise", "America/Los_Angeles"}},
+		{name: "intent_first: an unknown intent zone counts as none", profile: "cn-bank",
+			in: intent.Intent{Timezone: "Mars/Olympus", To: intent.Address{Phone: "+442079460000"}}, want: []string{"Europe/London"}},
+		{name: "intent_first: Local is not a debtor's zone", profile: "cn-bank",
+			in: intent.Intent{Timezone: "Local"}, want: []string{"Asia/Shanghai"}},
+		{name: "intent_first: no zone, no phone", profile: "cn-bank",
+			in: intent.Intent{To: intent.Address{Email: "a@example.cn"}}, want: []string{"Asia/Shanghai"}},
+		{name: "intent_first: a number phonenumbers has no zone for", profile: "cn-bank",
+			in: intent.Intent{To: intent.Address{Phone: "+80012345678"}}, want: []string{"Asia/Shanghai"}},
+		{name: "intent_first: not E.164", profile: "cn-bank",
+			in: intent.Intent{To: intent.Address{Phone: "+1 212 555 0100"}}, want: []string{"Asia/Shanghai"}},
+		{name: "all_known: intent zone and number zone", profile: "us-regf",
+			in: intent.Intent{Timezone: "America/Chicago", To: intent.Address{Phone: "+12125550100"}}, want: []string{"America/Chicago", "America/New_York"}},
+		{name: "all_known: ambiguous number", profile: "us-regf",
+			in: intent.Intent{To: intent.Address{Phone: "+12085550100"}}, want: []string{"America/Boise", "America/Los_Angeles"}},
+		{name: "all_known: no duplicate when the intent names one of the number's zones", profile: "us-regf",
+			in: intent.Intent{Timezone: "America/Los_Angeles", To: intent.Address{Phone: "+12085550100"}}, want: []string{"America/Los_Angeles", "America/Boise"}},
+		{name: "all_known: same zone twice", profile: "us-regf",
+			in: intent.Intent{Timezone: "America/New_York", To: intent.Address{Phone: "+12125550100"}}, want: []string{"America/New_York"}},
+		{name: "all_known: intent zone alone", profile: "us-regf",
+			in: intent.Intent{Timezone: "America/Denver"}, want: []string{"America/Denver"}},
+		{name: "all_known: nothing known", profile: "us-regf",
+			in: intent.Intent{}, want: []string{"America/New_York"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := profile(t, tc.profile)
+			for range 2 { // the second time from the caches
+				got := p.Zones(tc.in)
+				if len(got) != len(tc.want) {
+					t.Fatalf("Zones = %v, want %v", got, tc.want)
+				}
+				for i := range got {
+					if got[i].String() != tc.want[i] {
+						t.Fatalf("Zones = %v, want %v", got, tc.want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A caller that modifies the slice Zones returned does not change the next
+// answer.
+func TestZonesNotShared(t *testing.T) {
+	p := profile(t, "us-regf")
+	in := intent.Intent{To: intent.Address{Phone: "+12085550100"}}
+	z := p.Zones(in)
+	z[0] = nil
+	if got := p.Zones(in); got[0] == nil {
+		t.Fatal("Zones returned a slice shared with its cache")
+	}
+}
+
+// The cache of phone zones is keyed by phonenumbers' prefix entries, not by
+// numbers: a million debtors do not make a million entries.
+func TestZonesCacheBounded(t *testing.T) {
+	p, err := Load(configs.FS, "us-regf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				for _, prefix := range []string{"+8613", "+1208555", "+1212555", "+4420794"} {
+					in := intent.Intent{To: intent.Address{Phone: fmt.Sprintf("%s%04d", prefix, g*1000+i)}}
+					if len(p.Zones(in)) == 0 {
+						t.Error("no zones")
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	n := 0
+	p.phones.Range(func(_, _ any) bool { n++; return true })
+	if n == 0 || n > 4 {
+		t.Errorf("%d cache entries for 4 prefixes", n)
+	}
+}

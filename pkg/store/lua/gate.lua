@@ -1,0 +1,180 @@
+-- gate.lua — the compliance gate: ONE call per intent decides, atomically,
+-- whether it may be contacted now and on which channel, and records the
+-- decision on the intent's record. In order:
+--   1. idempotency: an intent in an end state is a duplicate; one in
+--      "sending" is busy (live lease) or stale (lease expired: taken over);
+--   2. legal do-not-contact and opt-out of every channel → suppressed;
+--   3. for each candidate channel in order (one, or the intent's channels
+--      when it allows fallback): skip it if opted out; else it is free now
+--      when its window allows now and every frequency check is under its
+--      limit; the first free one is reserved (the contact is counted in its
+--      streams) and the record moves to "sending";
+--   4. none free: if every candidate is opted out → suppressed/opted_out;
+--      else deferred until the earliest instant one frees, or
+--      suppressed/expired if that is after the intent expires.
+-- All keys are the debtor's (same {hash tag}), so this runs on Redis Cluster.
+--
+-- KEYS[1]   the intent's record hash
+-- KEYS[2]   the debtor's opt-out hash (fields: a channel, "all", "dnc")
+-- KEYS[3..] event streams (sorted sets: member intent id, score unix ms)
+--
+-- ARGV[1]  intent id            ARGV[2]  debtor id
+-- ARGV[3]  now, unix ms         ARGV[4]  lease end, unix ms
+-- ARGV[5]  owner (worker id)    ARGV[6]  record TTL, seconds
+-- ARGV[7]  template             ARGV[8]  stream retention, ms (longest lookback)
+-- ARGV[9]  expires_at, unix ms (0: never)
+-- ARGV[10] base timeline entry, JSON (profile, zones, local times, ...)
+-- ARGV[11] number of candidates; then per candidate:
+--   channel, masked address, window: "1" allowed or "0"; window next (ms),
+--   window rule id, window rule kind, window rule source,
+--   number of checks; per check: stream key index (into KEYS), since (ms),
+--     limit, sliding (ms, 0 for a calendar window), until (ms, calendar end),
+--     rule id, rule kind, rule source;
+--   number of streams to count the contact in; their key indexes.
+--
+-- Returns {outcome, state, seq, a, b, channel, entry}:
+--   "claimed"    state sending; a = "", b = lease end; entry = the new entry
+--   "deferred"   a = deciding rule id, b = until (ms); entry = the new entry
+--   "suppressed" a = reason (opted_out, do_not_contact, expired); entry
+--   "duplicate"  state = the record's; nothing changed
+--   "busy"       a = lease holder, b = lease end; nothing changed
+--   "stale"      a = the dead holder; the caller now holds the lease on the
+--                record's channel (returned); nothing else changed
+local rec, optouts = KEYS[1], KEYS[2]
+local id, now, owner = ARGV[1], tonumber(ARGV[3]), ARGV[5]
+
+local st = redis.call('HGET', rec, 'state')
+if st == 'sending' then
+  local holder = redis.call('HGET', rec, 'owner') or ''
+  local lease = tonumber(redis.call('HGET', rec, 'lease') or '0')
+  if holder ~= owner and lease > now then
+    return {'busy', st, 0, holder, lease, '', ''}
+  end
+  redis.call('HSET', rec, 'owner', owner, 'lease', ARGV[4], 'updated', now)
+  redis.call('EXPIRE', rec, ARGV[6])
+  return {'stale', st, tonumber(redis.call('HGET', rec, 'seq') or '0'), holder, lease,
+    redis.call('HGET', rec, 'channel') or '', ''}
+end
+if st and st ~= 'accepted' and st ~= 'deferred' and st ~= 'rejected' then
+  return {'duplicate', st, tonumber(redis.call('HGET', rec, 'seq') or '0'), '', 0, '', ''}
+end
+
+local entry = cjson.decode(ARGV[10])
+entry.inputs = entry.inputs or {}
+
+-- write moves the record to state with entry and returns the new seq.
+local function write(state, reason, channel)
+  if not st then
+    redis.call('HSET', rec, 'id', id, 'debtor', ARGV[2], 'created', now)
+  end
+  entry.state = state
+  if reason ~= '' then entry.reason = reason end
+  if channel ~= '' then entry.channel = channel end
+  local seq = redis.call('HINCRBY', rec, 'seq', 1)
+  redis.call('HSET', rec, 'state', state, 'reason', reason, 'updated', now,
+    'template', ARGV[7], 'e:' .. seq, cjson.encode(entry))
+  if channel ~= '' then redis.call('HSET', rec, 'channel', channel) end
+  if state == 'sending' then
+    redis.call('HSET', rec, 'owner', owner, 'lease', ARGV[4])
+  else
+    redis.call('HDEL', rec, 'owner', 'lease')
+  end
+  redis.call('EXPIRE', rec, ARGV[6])
+  return seq
+end
+
+local dnc = redis.call('HGET', optouts, 'dnc')
+if dnc then
+  entry.rule = 'do-not-contact'
+  entry.detail = dnc
+  local seq = write('suppressed', 'do_not_contact', '')
+  return {'suppressed', 'suppressed', seq, 'do_not_contact', 0, '', cjson.encode(entry)}
+end
+local all = redis.call('HGET', optouts, 'all')
+
+local i = 12
+local ncand = tonumber(ARGV[11])
+local best, bestRule, bestKind, bestSource, bestChannel = nil, '', '', '', ''
+local optedOut, firstOpted = 0, ''
+local counts = {}
+for _ = 1, ncand do
+  local ch, to, wok, wnext = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local wrule, wkind, wsource = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local nchk = tonumber(ARGV[i + 7])
+  i = i + 8
+  local checks = i
+  i = i + nchk * 8
+  local nres = tonumber(ARGV[i])
+  local res = i + 1
+  i = i + 1 + nres
+
+  if all or redis.call('HEXISTS', optouts, ch) == 1 then
+    optedOut = optedOut + 1
+    if firstOpted == '' then firstOpted = ch end
+  else
+    local free, rule, kind, source = 0, '', '', ''
+    if wok ~= '1' then
+      free, rule, kind, source = wnext, wrule, wkind, wsource
+    end
+    for c = 0, nchk - 1 do
+      local o = checks + c * 8
+      local key = KEYS[tonumber(ARGV[o])]
+      local since, limit = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
+      local sliding, untl = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+      local n = redis.call('ZCOUNT', key, since, '+inf')
+      counts[ARGV[o + 5]] = n
+      if n >= limit then
+        local f = untl
+        if sliding > 0 then
+          -- the window frees just after the oldest event that keeps it full ages
+          -- out (an event exactly at "since" still counts)
+          local e = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT', n - limit, 1)
+          f = tonumber(e[2]) + sliding + 1
+        end
+        if f > free then
+          free, rule, kind, source = f, ARGV[o + 5], ARGV[o + 6], ARGV[o + 7]
+        end
+      end
+    end
+    if free <= now then
+      for r = 0, nres - 1 do
+        local key = KEYS[tonumber(ARGV[res + r])]
+        redis.call('ZADD', key, now, id)
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', now - tonumber(ARGV[8]))
+        redis.call('PEXPIRE', key, ARGV[8])
+      end
+      entry.to = to
+      entry.rule = 'allowed'
+      entry.inputs.counts = counts
+      local seq = write('sending', '', ch)
+      return {'claimed', 'sending', seq, '', tonumber(ARGV[4]), ch, cjson.encode(entry)}
+    end
+    if best == nil or free < best then
+      best, bestRule, bestKind, bestSource, bestChannel = free, rule, kind, source, ch
+    end
+  end
+end
+
+if best == nil then
+  entry.rule = 'opt-out'
+  local ch = firstOpted
+  if all then ch = 'all' end
+  entry.detail = 'opted out of ' .. ch
+  local seq = write('suppressed', 'opted_out', '')
+  return {'suppressed', 'suppressed', seq, 'opted_out', 0, '', cjson.encode(entry)}
+end
+
+entry.rule, entry.source, entry.until_ms = bestRule, bestSource, best
+entry.inputs.counts = counts
+local expires = tonumber(ARGV[9])
+if expires > 0 and best >= expires then
+  entry.detail = 'the next allowed time is after expires_at'
+  local seq = write('suppressed', 'expired', bestChannel)
+  return {'suppressed', 'suppressed', seq, 'expired', best, bestChannel, cjson.encode(entry)}
+end
+local reason = 'frequency_cap'
+if bestKind == 'window' then reason = 'outside_hours'
+elseif bestKind == 'holiday' then reason = 'holiday'
+elseif bestKind == 'gap' then reason = 'min_gap' end
+local seq = write('deferred', reason, bestChannel)
+return {'deferred', 'deferred', seq, bestRule, best, bestChannel, cjson.encode(entry)}
