@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -86,7 +87,7 @@ func (w *Worker) endWithout(ctx context.Context, in intent.Intent, st status.Sta
 	now := w.Now().UTC()
 	e := status.Entry{At: now, State: st, Reason: reason, Detail: detail, Worker: w.cfg.Owner}
 	res, err := w.Store.Claim(ctx, store.ClaimRequest{
-		ID: in.ID, DebtorID: in.DebtorID, Owner: w.cfg.Owner, Now: now,
+		ID: in.ID, DebtorID: in.DebtorID, Owner: w.attempt(), Now: now,
 		Target: st, Reason: reason, Template: in.Template, Entry: e,
 	})
 	if err != nil {
@@ -108,7 +109,8 @@ func (w *Worker) endWithout(ctx context.Context, in intent.Intent, st status.Sta
 // sends it there and records the outcome.
 func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([]kafka.Message, error) {
 	now := w.Now().UTC()
-	req, err := w.gateRequest(in, now)
+	token := w.attempt()
+	req, err := w.gateRequest(in, now, token)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +160,7 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 		}
 		ch := intent.Channel(res.Channel)
 		if s, ok := w.Senders[ch]; !ok || !s.Idempotent() {
-			more, err := w.finish(ctx, in, ch, status.SentUnconfirmed, "worker_lost_during_send",
+			more, err := w.finish(ctx, token, in, ch, status.SentUnconfirmed, "worker_lost_during_send",
 				status.Entry{Channel: string(ch), To: intent.MaskAddress(ch, in.To.For(ch)), Detail: "the worker sending it stopped; the provider may have it"})
 			return w.settled(append(recs, more...), in, reinjected), err
 		}
@@ -172,13 +174,13 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 	to := intent.MaskAddress(ch, in.To.For(ch))
 	sender, ok := w.Senders[ch]
 	if !ok {
-		more, err := w.finish(ctx, in, ch, status.Failed, "no_provider", status.Entry{Channel: string(ch), To: to,
+		more, err := w.finish(ctx, token, in, ch, status.Failed, "no_provider", status.Entry{Channel: string(ch), To: to,
 			Detail: fmt.Sprintf("no provider configured for %s", ch)}, w.countIn(in, ch)...)
 		return w.settled(append(recs, more...), in, reinjected), err
 	}
 	msg, err := w.render(in, ch)
 	if err != nil {
-		more, ferr := w.finish(ctx, in, ch, status.Failed, "render_error", status.Entry{Channel: string(ch), To: to, Detail: err.Error()}, w.countIn(in, ch)...)
+		more, ferr := w.finish(ctx, token, in, ch, status.Failed, "render_error", status.Entry{Channel: string(ch), To: to, Detail: err.Error()}, w.countIn(in, ch)...)
 		return w.settled(append(recs, more...), in, reinjected), ferr
 	}
 	rcpt, serr := w.sendRetrying(ctx, sender, msg)
@@ -189,11 +191,18 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 		// No provider took it: the contact did not happen and must not count.
 		release = w.countIn(in, ch)
 	}
-	more, err := w.finish(ctx, in, ch, st, reason, e, release...)
+	more, err := w.finish(ctx, token, in, ch, st, reason, e, release...)
 	if err != nil {
 		return nil, err
 	}
 	return w.settled(append(recs, more...), in, reinjected), nil
+}
+
+// attempt returns a lease token unique to one attempt at one intent: two
+// attempts of the same worker at the same id (two partitions carrying it)
+// exclude each other like attempts of two workers.
+func (w *Worker) attempt() string {
+	return w.cfg.Owner + "/" + strconv.FormatUint(w.attempts.Add(1), 36)
 }
 
 // settled adds, for an intent the scheduler re-injected that reached an
@@ -219,7 +228,7 @@ func (w *Worker) deferral(m kafka.Message, in intent.Intent, res store.GateResul
 }
 
 // gateRequest asks the policy what each candidate channel allows now.
-func (w *Worker) gateRequest(in intent.Intent, now time.Time) (store.GateRequest, error) {
+func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (store.GateRequest, error) {
 	p := w.Profile
 	zones := p.Zones(in)
 	chans := in.Channels
@@ -227,7 +236,7 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time) (store.GateRequest
 		chans = chans[:1]
 	}
 	req := store.GateRequest{
-		ID: in.ID, DebtorID: in.DebtorID, Owner: w.cfg.Owner, Template: in.Template,
+		ID: in.ID, DebtorID: in.DebtorID, Owner: token, Template: in.Template,
 		Now: now, LeaseUntil: now.Add(w.cfg.lease()), Retention: p.MaxLookback(),
 		Entry: status.Entry{At: now, Worker: w.cfg.Owner, Profile: p.Name, Inputs: &status.Inputs{}},
 	}
@@ -354,11 +363,11 @@ func outcome(r channel.Receipt, err error) (status.State, string, status.Entry) 
 	}
 }
 
-func (w *Worker) finish(ctx context.Context, in intent.Intent, ch intent.Channel, st status.State, reason string, e status.Entry, release ...store.Stream) ([]kafka.Message, error) {
+func (w *Worker) finish(ctx context.Context, token string, in intent.Intent, ch intent.Channel, st status.State, reason string, e status.Entry, release ...store.Stream) ([]kafka.Message, error) {
 	now := w.Now().UTC()
 	e.At, e.State, e.Reason, e.Worker = now, st, reason, w.cfg.Owner
 	seq, err := w.Store.Finish(ctx, store.FinishRequest{
-		ID: in.ID, DebtorID: in.DebtorID, Owner: w.cfg.Owner, Now: now,
+		ID: in.ID, DebtorID: in.DebtorID, Owner: token, Now: now,
 		State: st, Reason: reason, Channel: string(ch), Entry: e, Release: release,
 	})
 	if errors.Is(err, store.ErrLeaseLost) {

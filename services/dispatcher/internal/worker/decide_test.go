@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/contactd/dispatcher/configs"
@@ -38,6 +39,7 @@ func (c *countingSender) Send(ctx context.Context, m channel.Message) (channel.R
 func (c *countingSender) Idempotent() bool { return c.idempotent }
 
 type fixture struct {
+	rdb    *redis.Client
 	w      *Worker
 	st     *store.Store
 	sb     *countingSender
@@ -64,7 +66,7 @@ func newFixture(t *testing.T, idempotent bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{st: st, sb: &countingSender{Sandbox: sb, idempotent: idempotent}, now: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC), worker: "w1"}
+	f := &fixture{rdb: rdb, st: st, sb: &countingSender{Sandbox: sb, idempotent: idempotent}, now: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC), worker: "w1"}
 	senders := map[intent.Channel]Sender{}
 	for _, ch := range intent.Channels {
 		senders[ch] = f.sb
@@ -107,6 +109,10 @@ func msgOf(t *testing.T, v any) kafka.Message {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return msgOfBytes(b)
+}
+
+func msgOfBytes(b []byte) kafka.Message {
 	return kafka.Message{Topic: kafkaio.DefaultTopics.Intents, Partition: 3, Offset: 77, Key: []byte("D-1001"), Value: b}
 }
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -123,7 +124,8 @@ type Deps struct {
 
 // Worker consumes intents. Run it once.
 type Worker struct {
-	cfg Config
+	cfg      Config
+	attempts atomic.Uint64
 	Deps
 }
 
