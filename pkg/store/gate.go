@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,9 +58,8 @@ type Check struct {
 	Limit   int
 	Sliding time.Duration // >0: an event stops counting Sliding after it happened
 	Until   time.Time     // Sliding == 0: when the count resets
-	Rule    string
-	Kind    string
-	Source  string
+	Rule    string        // rule id
+	Kind    string        // rule kind: cap or gap
 }
 
 // Candidate is a channel the intent may be sent on now.
@@ -104,9 +104,60 @@ type GateResult struct {
 // Gate runs lua/gate.lua: one round trip per intent (the id index is
 // pipelined with it).
 func (s *Store) Gate(ctx context.Context, r GateRequest) (GateResult, error) {
-	base, err := encodeEntry(r.Entry)
+	res, err := s.GateBatch(ctx, []GateRequest{r})
 	if err != nil {
 		return GateResult{}, err
+	}
+	return res[0], nil
+}
+
+// GateBatch decides several intents in one pipeline: one round trip for all
+// of them (on a cluster, one per node involved). Redis runs the scripts in
+// order, each atomically, so the decisions are those of calling Gate for
+// each in turn.
+func (s *Store) GateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, error) {
+	keys := make([][]string, len(rs))
+	args := make([][]any, len(rs))
+	for i, r := range rs {
+		var err error
+		if keys[i], args[i], err = s.gateArgs(r); err != nil {
+			return nil, err
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(rs))
+		for i, r := range rs {
+			cmds[i] = gateScript.EvalSha(ctx, pipe, keys[i], args[i]...)
+			pipe.SetArgs(ctx, s.keys.Index(r.ID), r.DebtorID, redis.SetArgs{TTL: s.ttl})
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && attempt == 0 && isNoScript(cmds[0].Err()) {
+			if err := gateScript.Load(ctx, s.rdb).Err(); err != nil {
+				return nil, fmt.Errorf("store: gate: %w", err)
+			}
+			continue
+		}
+		out := make([]GateResult, len(rs))
+		for i, c := range cmds {
+			if c.Err() != nil {
+				return nil, fmt.Errorf("store: gate: %w", c.Err())
+			}
+			if out[i], err = parseGate(c.Val()); err != nil {
+				return nil, err
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: gate: %w", err)
+		}
+		return out, nil
+	}
+}
+
+func (s *Store) gateArgs(r GateRequest) ([]string, []any, error) {
+	base, err := entryBase(r.Entry)
+	if err != nil {
+		return nil, nil, err
 	}
 	keys := []string{s.keys.Record(r.DebtorID, r.ID), s.keys.OptOuts(r.DebtorID)}
 	index := map[string]int{}
@@ -128,19 +179,19 @@ func (s *Store) Gate(ctx context.Context, r GateRequest) (GateResult, error) {
 		if c.WindowOK {
 			ok = "1"
 		}
-		args = append(args, c.Channel, c.To, ok, ms(c.WindowNext), c.WindowRule, c.WindowKind, c.WindowSrc, len(c.Checks))
+		args = append(args, c.Channel, jsonString(c.To), ok, ms(c.WindowNext), ruleJSON(c.WindowRule), c.WindowKind, len(c.Checks))
 		for _, k := range c.Checks {
-			args = append(args, keyOf(k.Stream), ms(k.Since), k.Limit, k.Sliding.Milliseconds(), ms(k.Until), k.Rule, k.Kind, k.Source)
+			args = append(args, keyOf(k.Stream), ms(k.Since), k.Limit, k.Sliding.Milliseconds(), ms(k.Until), ruleJSON(k.Rule), k.Kind)
 		}
 		args = append(args, len(c.CountIn))
 		for _, st := range c.CountIn {
 			args = append(args, keyOf(st))
 		}
 	}
-	res, err := s.evalIndexed(ctx, gateScript, keys, r.DebtorID, r.ID, args)
-	if err != nil {
-		return GateResult{}, fmt.Errorf("store: gate: %w", err)
-	}
+	return keys, args, nil
+}
+
+func parseGate(res any) (GateResult, error) {
 	v, err := replyList(res, 7)
 	if err != nil {
 		return GateResult{}, fmt.Errorf("store: gate: %w", err)
@@ -155,6 +206,9 @@ func (s *Store) Gate(ctx context.Context, r GateRequest) (GateResult, error) {
 	case Busy, Stale:
 		g.Holder, g.Until = asString(v[3]), time.UnixMilli(asInt(v[4]))
 	case Claimed:
+		g.Until = time.UnixMilli(asInt(v[4]))
+	case Deferred:
+		_ = json.Unmarshal([]byte(asString(v[3])), &g.Rule) // the rule id, JSON-encoded
 		g.Until = time.UnixMilli(asInt(v[4]))
 	default:
 		g.Rule = asString(v[3])
@@ -174,3 +228,45 @@ func (s *Store) Gate(ctx context.Context, r GateRequest) (GateResult, error) {
 	}
 	return g, nil
 }
+
+// entryBase encodes the start of a gate entry as lua/gate.lua wants it: the
+// entry's JSON without its inputs' closing brace and its own.
+func entryBase(e status.Entry) (string, error) {
+	in := status.Inputs{}
+	if e.Inputs != nil {
+		in = *e.Inputs
+	}
+	in.Counts = nil
+	if len(in.Zones) == 0 {
+		return "", fmt.Errorf("store: gate entry: inputs need zones")
+	}
+	e.Inputs, e.Seq = nil, 0
+	eb, err := json.Marshal(e)
+	if err != nil {
+		return "", fmt.Errorf("store: gate entry: %w", err)
+	}
+	ib, err := json.Marshal(in)
+	if err != nil {
+		return "", fmt.Errorf("store: gate entry: %w", err)
+	}
+	return string(eb[:len(eb)-1]) + `,"inputs":` + string(ib[:len(ib)-1]), nil
+}
+
+// jsonString encodes s as a JSON string, quotes included.
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// ruleJSON encodes a rule id like jsonString; ids repeat on every call and
+// are few, so their encodings are kept.
+func ruleJSON(id string) string {
+	if v, ok := quotedRules.Load(id); ok {
+		return v.(string)
+	}
+	q := jsonString(id)
+	quotedRules.Store(id, q)
+	return q
+}
+
+var quotedRules sync.Map

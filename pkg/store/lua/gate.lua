@@ -23,14 +23,20 @@
 -- ARGV[5]  owner (worker id)    ARGV[6]  record TTL, seconds
 -- ARGV[7]  template             ARGV[8]  stream retention, ms (longest lookback)
 -- ARGV[9]  expires_at, unix ms (0: never)
--- ARGV[10] base timeline entry, JSON (profile, zones, local times, ...)
+-- ARGV[10] the start of the timeline entry: a JSON object without its two
+--          closing braces, ending inside its "inputs" object (this script
+--          adds "counts" there, then the decision's fields). Strings this
+--          script adds come JSON-encoded from the caller, quotes included
+--          (written "json" below), so no JSON is parsed here.
 -- ARGV[11] number of candidates; then per candidate:
---   channel, masked address, window: "1" allowed or "0"; window next (ms),
---   window rule id, window rule kind, window rule source,
+--   channel, masked address (json), window: "1" allowed or "0"; window next
+--   (ms), window rule id (json), window rule kind,
 --   number of checks; per check: stream key index (into KEYS), since (ms),
 --     limit, sliding (ms, 0 for a calendar window), until (ms, calendar end),
---     rule id, rule kind, rule source;
+--     rule id (json), rule kind;
 --   number of streams to count the contact in; their key indexes.
+-- (Rules are named by id; the caller adds each rule's legal source to the
+-- entry it publishes, from the profile.)
 --
 -- Returns {outcome, state, seq, a, b, channel, entry}:
 --   "claimed"    state sending; a = "", b = lease end; entry = the new entry
@@ -59,51 +65,55 @@ if st and st ~= 'accepted' and st ~= 'deferred' and st ~= 'rejected' then
   return {'duplicate', st, tonumber(redis.call('HGET', rec, 'seq') or '0'), '', 0, '', ''}
 end
 
-local entry = cjson.decode(ARGV[10])
-entry.inputs = entry.inputs or {}
+local counts, counted = {}, {}
 
--- write moves the record to state with entry and returns the new seq.
-local function write(state, reason, channel)
-  if not st then
-    redis.call('HSET', rec, 'id', id, 'debtor', ARGV[2], 'created', now)
-  end
-  entry.state = state
-  if reason ~= '' then entry.reason = reason end
-  if channel ~= '' then entry.channel = channel end
+-- write moves the record to state with a new timeline entry made of the
+-- base, the counts and fields (a list of JSON members), and returns the
+-- entry's seq and JSON.
+local function write(state, reason, channel, fields)
+  local entry = ARGV[10] .. ',"counts":{' .. table.concat(counts, ',') .. '}},"state":"' .. state .. '"'
+  if reason ~= '' then entry = entry .. ',"reason":"' .. reason .. '"' end
+  if channel ~= '' then entry = entry .. ',"channel":"' .. channel .. '"' end
+  if #fields > 0 then entry = entry .. ',' .. table.concat(fields, ',') end
+  entry = entry .. '}'
   local seq = redis.call('HINCRBY', rec, 'seq', 1)
-  redis.call('HSET', rec, 'state', state, 'reason', reason, 'updated', now,
-    'template', ARGV[7], 'e:' .. seq, cjson.encode(entry))
-  if channel ~= '' then redis.call('HSET', rec, 'channel', channel) end
+  local hf = {'state', state, 'reason', reason, 'updated', now, 'template', ARGV[7], 'e:' .. seq, entry}
+  if not st then
+    table.insert(hf, 'id'); table.insert(hf, id)
+    table.insert(hf, 'debtor'); table.insert(hf, ARGV[2])
+    table.insert(hf, 'created'); table.insert(hf, now)
+  end
+  if channel ~= '' then table.insert(hf, 'channel'); table.insert(hf, channel) end
   if state == 'sending' then
-    redis.call('HSET', rec, 'owner', owner, 'lease', ARGV[4])
+    table.insert(hf, 'owner'); table.insert(hf, owner)
+    table.insert(hf, 'lease'); table.insert(hf, ARGV[4])
   else
     redis.call('HDEL', rec, 'owner', 'lease')
   end
+  redis.call('HSET', rec, unpack(hf))
   redis.call('EXPIRE', rec, ARGV[6])
-  return seq
+  return seq, entry
 end
 
 local dnc = redis.call('HGET', optouts, 'dnc')
 if dnc then
-  entry.rule = 'do-not-contact'
-  entry.detail = dnc
-  local seq = write('suppressed', 'do_not_contact', '')
-  return {'suppressed', 'suppressed', seq, 'do_not_contact', 0, '', cjson.encode(entry)}
+  local seq, entry = write('suppressed', 'do_not_contact', '',
+    {'"rule":"do-not-contact"', '"detail":' .. cjson.encode(dnc)})
+  return {'suppressed', 'suppressed', seq, 'do_not_contact', 0, '', entry}
 end
 local all = redis.call('HGET', optouts, 'all')
 
 local i = 12
 local ncand = tonumber(ARGV[11])
-local best, bestRule, bestKind, bestSource, bestChannel = nil, '', '', '', ''
+local best, bestRule, bestKind, bestChannel = nil, '', '', ''
 local optedOut, firstOpted = 0, ''
-local counts = {}
 for _ = 1, ncand do
   local ch, to, wok, wnext = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local wrule, wkind, wsource = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local nchk = tonumber(ARGV[i + 7])
-  i = i + 8
+  local wrule, wkind = ARGV[i + 4], ARGV[i + 5]
+  local nchk = tonumber(ARGV[i + 6])
+  i = i + 7
   local checks = i
-  i = i + nchk * 8
+  i = i + nchk * 7
   local nres = tonumber(ARGV[i])
   local res = i + 1
   i = i + 1 + nres
@@ -112,27 +122,30 @@ for _ = 1, ncand do
     optedOut = optedOut + 1
     if firstOpted == '' then firstOpted = ch end
   else
-    local free, rule, kind, source = 0, '', '', ''
+    local free, rule, kind = 0, '', ''
     if wok ~= '1' then
-      free, rule, kind, source = wnext, wrule, wkind, wsource
+      free, rule, kind = wnext, wrule, wkind
     end
     for c = 0, nchk - 1 do
-      local o = checks + c * 8
+      local o = checks + c * 7
       local key = KEYS[tonumber(ARGV[o])]
       local since, limit = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
       local sliding, untl = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
       local n = redis.call('ZCOUNT', key, since, '+inf')
-      counts[ARGV[o + 5]] = n
+      if not counted[ARGV[o + 5]] then
+        counted[ARGV[o + 5]] = true
+        counts[#counts + 1] = ARGV[o + 5] .. ':' .. n
+      end
       if n >= limit then
         local f = untl
         if sliding > 0 then
-          -- the window frees just after the oldest event that keeps it full ages
-          -- out (an event exactly at "since" still counts)
+          -- the window frees just after the oldest event that keeps it full
+          -- ages out (an event exactly at "since" still counts)
           local e = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT', n - limit, 1)
           f = tonumber(e[2]) + sliding + 1
         end
         if f > free then
-          free, rule, kind, source = f, ARGV[o + 5], ARGV[o + 6], ARGV[o + 7]
+          free, rule, kind = f, ARGV[o + 5], ARGV[o + 6]
         end
       end
     end
@@ -143,38 +156,32 @@ for _ = 1, ncand do
         redis.call('ZREMRANGEBYSCORE', key, '-inf', now - tonumber(ARGV[8]))
         redis.call('PEXPIRE', key, ARGV[8])
       end
-      entry.to = to
-      entry.rule = 'allowed'
-      entry.inputs.counts = counts
-      local seq = write('sending', '', ch)
-      return {'claimed', 'sending', seq, '', tonumber(ARGV[4]), ch, cjson.encode(entry)}
+      local seq, entry = write('sending', '', ch, {'"to":' .. to, '"rule":"allowed"'})
+      return {'claimed', 'sending', seq, '', tonumber(ARGV[4]), ch, entry}
     end
     if best == nil or free < best then
-      best, bestRule, bestKind, bestSource, bestChannel = free, rule, kind, source, ch
+      best, bestRule, bestKind, bestChannel = free, rule, kind, ch
     end
   end
 end
 
 if best == nil then
-  entry.rule = 'opt-out'
   local ch = firstOpted
   if all then ch = 'all' end
-  entry.detail = 'opted out of ' .. ch
-  local seq = write('suppressed', 'opted_out', '')
-  return {'suppressed', 'suppressed', seq, 'opted_out', 0, '', cjson.encode(entry)}
+  local seq, entry = write('suppressed', 'opted_out', '', {'"rule":"opt-out"', '"detail":"opted out of ' .. ch .. '"'})
+  return {'suppressed', 'suppressed', seq, 'opted_out', 0, '', entry}
 end
 
-entry.rule, entry.source, entry.until_ms = bestRule, bestSource, best
-entry.inputs.counts = counts
+local fields = {'"rule":' .. bestRule, '"until_ms":' .. string.format('%d', best)}
 local expires = tonumber(ARGV[9])
 if expires > 0 and best >= expires then
-  entry.detail = 'the next allowed time is after expires_at'
-  local seq = write('suppressed', 'expired', bestChannel)
-  return {'suppressed', 'suppressed', seq, 'expired', best, bestChannel, cjson.encode(entry)}
+  fields[#fields + 1] = '"detail":"the next allowed time is after expires_at"'
+  local seq, entry = write('suppressed', 'expired', bestChannel, fields)
+  return {'suppressed', 'suppressed', seq, 'expired', best, bestChannel, entry}
 end
 local reason = 'frequency_cap'
 if bestKind == 'window' then reason = 'outside_hours'
 elseif bestKind == 'holiday' then reason = 'holiday'
 elseif bestKind == 'gap' then reason = 'min_gap' end
-local seq = write('deferred', reason, bestChannel)
-return {'deferred', 'deferred', seq, bestRule, best, bestChannel, cjson.encode(entry)}
+local seq, entry = write('deferred', reason, bestChannel, fields)
+return {'deferred', 'deferred', seq, bestRule, best, bestChannel, entry}

@@ -224,6 +224,15 @@ func (s *Server) getIntent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	// Redis keeps a decision's rule id; its legal source comes from the
+	// profile (the status events on Kafka carry it as it was).
+	for i, e := range rec.Timeline {
+		if e.Source == "" && s.Profile != nil && e.Profile == s.Profile.Name {
+			if r := s.Profile.Rule(e.Rule); r != nil {
+				rec.Timeline[i].Source = r.Source
+			}
+		}
+	}
 	return c.JSON(http.StatusOK, rec)
 }
 

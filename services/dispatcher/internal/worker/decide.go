@@ -118,6 +118,9 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 	if err != nil {
 		return nil, err
 	}
+	if r := w.Profile.Rule(res.Entry.Rule); r != nil {
+		res.Entry.Source = r.Source // the audit trail carries the law, as the profile states it
+	}
 	reinjected := kafkaio.Header(m, kafkaio.HeaderReinjected) != ""
 	var recs []kafka.Message
 	switch res.Outcome {
@@ -263,14 +266,14 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (sto
 			}
 			c.WindowNext = next
 			if d.Rule != nil {
-				c.WindowRule, c.WindowKind, c.WindowSrc = d.Rule.ID, d.Rule.Kind, d.Rule.Source
+				c.WindowRule, c.WindowKind = d.Rule.ID, d.Rule.Kind
 			}
 		}
 		for _, k := range p.Checks(in, ch, zones, now) {
 			c.Checks = append(c.Checks, store.Check{
 				Stream: w.stream(in, k.Stream.Event, k.Stream.Channel, k.Stream.Scope),
 				Since:  k.Since, Limit: k.Limit, Sliding: k.Sliding, Until: k.Until,
-				Rule: k.Rule.ID, Kind: k.Rule.Kind, Source: k.Rule.Source,
+				Rule: k.Rule.ID, Kind: k.Rule.Kind,
 			})
 		}
 		req.Candidates = append(req.Candidates, c)
@@ -290,20 +293,24 @@ func (w *Worker) stream(in intent.Intent, event, ch, scope string) store.Stream 
 	return s
 }
 
-// countIn lists the streams a contact on ch is counted in: its channel and
-// all channels, for the debtor, the debt and (by phone) the number.
+// countIn lists the streams a contact on ch is counted in: those the
+// profile's rules read (its channel or all channels, for the debtor, the
+// debt or the number), and always all channels for the debtor (the recent
+// contacts the API shows).
 func (w *Worker) countIn(in intent.Intent, ch intent.Channel) []store.Stream {
-	out := []store.Stream{
-		w.stream(in, policy.EventAttempt, string(ch), policy.ScopeDebtor),
-		w.stream(in, policy.EventAttempt, policy.ChannelAny, policy.ScopeDebtor),
-	}
-	if in.DebtID != "" {
-		out = append(out,
-			w.stream(in, policy.EventAttempt, string(ch), policy.ScopeDebt),
-			w.stream(in, policy.EventAttempt, policy.ChannelAny, policy.ScopeDebt))
-	}
-	if ch == intent.SMS || ch == intent.Voice {
-		out = append(out, w.stream(in, policy.EventAttempt, string(ch), policy.ScopeNumber))
+	out := []store.Stream{w.stream(in, policy.EventAttempt, policy.ChannelAny, policy.ScopeDebtor)}
+	for _, scope := range []string{policy.ScopeDebtor, policy.ScopeDebt, policy.ScopeNumber} {
+		if scope == policy.ScopeDebt && in.DebtID == "" || scope == policy.ScopeNumber && (in.To.Phone == "" || ch != intent.SMS && ch != intent.Voice) {
+			continue
+		}
+		for _, c := range []string{string(ch), policy.ChannelAny} {
+			if c == policy.ChannelAny && scope == policy.ScopeDebtor {
+				continue // always there
+			}
+			if w.reads[policy.Stream{Event: policy.EventAttempt, Channel: c, Scope: scope}] {
+				out = append(out, w.stream(in, policy.EventAttempt, c, scope))
+			}
+		}
 	}
 	return out
 }

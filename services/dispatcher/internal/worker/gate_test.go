@@ -290,8 +290,11 @@ func TestGateDecisions(t *testing.T) {
 				t.Errorf("the decision does not record its profile and inputs: %+v", e)
 			}
 			if tc.state == status.Deferred {
-				if e.Source == "" || e.Until == nil {
-					t.Fatalf("deferral without source or until: %+v", e)
+				if e.Until == nil {
+					t.Fatalf("deferral without until: %+v", e)
+				}
+				if evs := events(t, recs); len(evs) == 0 || evs[0].Source != f.w.Profile.Rule(tc.rule).Source || evs[0].Rule != tc.rule {
+					t.Errorf("the deferred event does not carry the rule and its legal source: %+v", evs)
 				}
 				checkUntil(t, *e.Until, tc.until, f.w.Profile.Jitter)
 				var deferral int

@@ -126,6 +126,7 @@ type Deps struct {
 type Worker struct {
 	cfg      Config
 	attempts atomic.Uint64
+	reads    map[policy.Stream]bool // the streams the profile's rules count
 	Deps
 }
 
@@ -150,7 +151,13 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	if d.Topics == (kafkaio.Topics{}) {
 		d.Topics = kafkaio.DefaultTopics
 	}
-	return &Worker{cfg: cfg, Deps: d}, nil
+	w := &Worker{cfg: cfg, Deps: d, reads: map[policy.Stream]bool{}}
+	for _, r := range d.Profile.Rules {
+		if r.Kind == policy.KindCap || r.Kind == policy.KindGap {
+			w.reads[r.Stream] = true
+		}
+	}
+	return w, nil
 }
 
 // Run consumes until ctx ends, then drains: each lane finishes the intent in
