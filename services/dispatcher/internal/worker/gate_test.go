@@ -12,6 +12,7 @@ import (
 
 	"github.com/contactd/dispatcher/configs"
 	"github.com/contactd/dispatcher/pkg/catalog"
+	"github.com/contactd/dispatcher/pkg/channel"
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
@@ -345,5 +346,31 @@ func (f *fixture) optOut(t *testing.T, field string) {
 	t.Helper()
 	if err := f.rdb.HSet(context.Background(), f.st.Keys().OptOuts("D-1001"), field, `{"source":"test"}`).Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A send that failed for certain before any provider took it does not count
+// against the caps; one whose outcome is unknown does.
+func TestGateReleasesFailedSends(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		fault   sandbox.Fault
+		counted int64
+	}{
+		{"permanent failure: released", sandbox.Fault{Kind: channel.Permanent}, 0},
+		{"unknown outcome: still counted", sandbox.Fault{Kind: channel.Unknown}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, false)
+			f.now = time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
+			f.sb.SetFault(intent.SMS, tc.fault)
+			if _, err := f.w.Decide(context.Background(), msgOf(t, sampleIntent("I-rel"))); err != nil {
+				t.Fatal(err)
+			}
+			key := f.st.Keys().Stream("D-1001", store.Stream{Event: policy.EventAttempt, Channel: "sms", Scope: policy.ScopeDebtor})
+			if n := f.rdb.ZCard(context.Background(), key).Val(); n != tc.counted {
+				t.Errorf("%d contacts counted, want %d", n, tc.counted)
+			}
+		})
 	}
 }
