@@ -71,7 +71,13 @@ type Error struct {
 	Kind       Kind
 	Code       string        // the provider's error code, if any
 	RetryAfter time.Duration // a provider's hint for Retryable, if any
-	Err        error
+	// OptOut: the provider says the recipient opted out of this channel
+	// (Twilio 21610, WeChat 43101). The dispatcher records the opt-out.
+	OptOut bool
+	// Until: the provider refuses every message until then (a daily quota
+	// spent, WeChat 45009): the channel's breaker stays open until then.
+	Until time.Time
+	Err   error
 }
 
 func (e *Error) Error() string {
