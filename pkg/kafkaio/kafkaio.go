@@ -65,6 +65,7 @@ const (
 const (
 	HeaderReinjected = "dispatcher-reinjected" // the deferred transition's seq
 	HeaderDue        = "dispatcher-due"        // RFC 3339: when it was due
+	HeaderRetries    = "dispatcher-retries"    // failed sends retried so far
 )
 
 // Client talks to the cluster for admin and health checks.

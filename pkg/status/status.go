@@ -158,7 +158,8 @@ type Deferral struct {
 	DebtorID   string          `json:"debtor_id"`
 	Due        time.Time       `json:"due"`
 	Rule       string          `json:"rule"`
-	Seq        int64           `json:"seq"` // the deferred transition's seq
+	Seq        int64           `json:"seq"`               // the deferred transition's seq
+	Retries    int             `json:"retries,omitempty"` // failed sends retried so far
 	DeferredAt time.Time       `json:"deferred_at"`
 	Intent     json.RawMessage `json:"intent"` // the intent as it arrived
 }

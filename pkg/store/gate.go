@@ -270,3 +270,9 @@ func ruleJSON(id string) string {
 }
 
 var quotedRules sync.Map
+
+// SetOptOut records an opt-out the gate will read (value: the opt-out as
+// JSON; channel "all" stops every channel, "dnc" is a legal do-not-contact).
+func (s *Store) SetOptOut(ctx context.Context, debtorID, channel string, value []byte) error {
+	return s.rdb.HSet(ctx, s.keys.OptOuts(debtorID), channel, value).Err()
+}

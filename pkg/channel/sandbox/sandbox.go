@@ -37,10 +37,11 @@ type Entry struct {
 
 // Fault makes sends on a channel fail or slow down.
 type Fault struct {
-	Kind  channel.Kind  // if set, sends fail with this kind
-	Code  string        // provider error code carried by the failure
-	Delay time.Duration // each send first waits this long (or until ctx ends: then Unknown)
-	Times int           // how many sends it affects; 0 means until cleared
+	Kind   channel.Kind  // if set, sends fail with this kind
+	Code   string        // provider error code carried by the failure
+	OptOut bool          // the failure says the recipient opted out
+	Delay  time.Duration // each send first waits this long (or until ctx ends: then Unknown)
+	Times  int           // how many sends it affects; 0 means until cleared
 }
 
 // Config configures a Sandbox.
@@ -148,6 +149,9 @@ func (s *Sandbox) record(id string, ch intent.Channel, r channel.Receipt, repeat
 	_, _ = s.journal.Write(append(b, '\n'))
 }
 
+// Name is the provider's name.
+func (s *Sandbox) Name() string { return "sandbox" }
+
 // Idempotent reports whether a repeated intent id is recognised.
 func (s *Sandbox) Idempotent() bool { return s.cfg.Idempotent }
 
@@ -203,7 +207,7 @@ func (s *Sandbox) Send(ctx context.Context, m channel.Message) (channel.Receipt,
 		}
 		if f.Kind != 0 {
 			s.failed.Add(1)
-			return channel.Receipt{}, &channel.Error{Kind: f.Kind, Code: f.Code, Err: fmt.Errorf("sandbox: told to fail")}
+			return channel.Receipt{}, &channel.Error{Kind: f.Kind, Code: f.Code, OptOut: f.OptOut, Err: fmt.Errorf("sandbox: told to fail")}
 		}
 	}
 	if err := ctx.Err(); err != nil {

@@ -296,6 +296,7 @@ func (s *Scheduler) fire(ctx context.Context) {
 				Headers: []kafka.Header{
 					{Key: kafkaio.HeaderReinjected, Value: []byte(strconv.FormatInt(it.d.Seq, 10))},
 					{Key: kafkaio.HeaderDue, Value: []byte(it.d.Due.UTC().Format(time.RFC3339Nano))},
+					{Key: kafkaio.HeaderRetries, Value: []byte(strconv.Itoa(it.d.Retries))},
 				},
 			})
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/channel"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/optout"
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
@@ -132,7 +134,7 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 		if err != nil {
 			return nil, err
 		}
-		d, err := w.deferral(m, in, res)
+		d, err := w.deferral(m, in, res.Seq, res.Rule, res.Until, retriesOf(m))
 		if err != nil {
 			return nil, err
 		}
@@ -186,19 +188,36 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 		more, ferr := w.finish(ctx, token, in, ch, status.Failed, "render_error", status.Entry{Channel: string(ch), To: to, Detail: err.Error()}, w.countIn(in, ch)...)
 		return w.settled(append(recs, more...), in, reinjected), ferr
 	}
-	rcpt, serr := w.sendRetrying(ctx, sender, msg)
-	st, reason, e := outcome(rcpt, serr)
-	e.Channel, e.To = string(ch), to
+	rcpt, serr := w.call(ctx, sender, msg)
+	o := w.outcome(in, ch, sender, retriesOf(m), rcpt, serr)
+	o.entry.Channel, o.entry.To = string(ch), to
 	var release []store.Stream
-	if st == status.Failed {
+	if o.release {
 		// No provider took it: the contact did not happen and must not count.
 		release = w.countIn(in, ch)
 	}
-	more, err := w.finish(ctx, token, in, ch, st, reason, e, release...)
+	if o.optOut && w.OptOuts != nil {
+		// The provider says the recipient opted out: it holds from now on.
+		if err := w.OptOuts.Record(ctx, optout.OptOut{
+			DebtorID: in.DebtorID, Channel: string(ch), Source: optout.SourceProvider,
+			Reason: o.entry.Provider + " " + o.entry.ErrorCode, At: w.Now().UTC(),
+		}); err != nil {
+			return nil, err
+		}
+	}
+	e, more, err := w.finishEntry(ctx, token, in, ch, o.state, o.reason, o.entry, release...)
 	if err != nil {
 		return nil, err
 	}
-	return w.settled(append(recs, more...), in, reinjected), nil
+	recs = append(recs, more...)
+	if o.state == status.Deferred && e.Seq > 0 {
+		d, err := w.deferral(m, in, e.Seq, "retry", *o.entry.Until, o.retries)
+		if err != nil {
+			return nil, err
+		}
+		return append(recs, d), nil
+	}
+	return w.settled(recs, in, reinjected), nil
 }
 
 // attempt returns a lease token unique to one attempt at one intent: two
@@ -219,9 +238,9 @@ func (w *Worker) settled(recs []kafka.Message, in intent.Intent, reinjected bool
 
 // deferral is the record that keeps a deferred intent on reminders.deferred
 // until the scheduler re-injects it.
-func (w *Worker) deferral(m kafka.Message, in intent.Intent, res store.GateResult) (kafka.Message, error) {
+func (w *Worker) deferral(m kafka.Message, in intent.Intent, seq int64, rule string, due time.Time, retries int) (kafka.Message, error) {
 	b, err := json.Marshal(status.Deferral{
-		ID: in.ID, DebtorID: in.DebtorID, Due: res.Until.UTC(), Rule: res.Rule, Seq: res.Seq,
+		ID: in.ID, DebtorID: in.DebtorID, Due: due.UTC(), Rule: rule, Seq: seq, Retries: retries,
 		DeferredAt: w.Now().UTC(), Intent: m.Value,
 	})
 	if err != nil {
@@ -315,62 +334,142 @@ func (w *Worker) countIn(in intent.Intent, ch intent.Channel) []store.Stream {
 	return out
 }
 
-// sendRetrying calls the provider, repeating a retryable failure (and, for
-// an idempotent provider, an unknown outcome) a few times with backoff.
-func (w *Worker) sendRetrying(ctx context.Context, s Sender, m channel.Message) (channel.Receipt, error) {
-	delay := w.cfg.RetryDelay
-	for attempt := 0; ; attempt++ {
-		sctx, cancel := context.WithTimeout(ctx, w.cfg.SendTimeout)
-		start := time.Now()
-		r, err := s.Send(sctx, m)
-		cancel()
-		w.Metrics.SendSeconds.WithLabelValues(string(m.Channel)).Observe(time.Since(start).Seconds())
-		if err == nil {
-			return r, nil
-		}
-		k := channel.KindOf(err)
-		if attempt >= w.cfg.SendRetries || ctx.Err() != nil || (k != channel.Retryable && !(k == channel.Unknown && s.Idempotent())) {
-			return r, err
-		}
-		var ce *channel.Error
-		wait := delay
-		if errors.As(err, &ce) && ce.RetryAfter > wait {
-			wait = ce.RetryAfter
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return r, err
-		}
-		delay *= 2
+// call makes one provider call under the send deadline.
+func (w *Worker) call(ctx context.Context, s Sender, m channel.Message) (channel.Receipt, error) {
+	sctx, cancel := context.WithTimeout(ctx, w.cfg.SendTimeout)
+	defer cancel()
+	start := time.Now()
+	r, err := s.Send(sctx, m)
+	result := "ok"
+	if err != nil {
+		result = channel.KindOf(err).String()
 	}
+	w.Metrics.SendSeconds.WithLabelValues(string(m.Channel), providerName(s), result).Observe(time.Since(start).Seconds())
+	return r, err
+}
+
+// sendOutcome is what a provider's answer makes of an intent.
+type sendOutcome struct {
+	state   status.State
+	reason  string
+	entry   status.Entry
+	release bool // the contact did not happen: uncount it
+	optOut  bool // the provider says the recipient opted out
+	retries int  // deferred: the retries so far, this one included
 }
 
 // outcome turns a provider's answer into the intent's next state: the one
 // place where a send error becomes a decision.
-func outcome(r channel.Receipt, err error) (status.State, string, status.Entry) {
+//   - accepted → sent;
+//   - the recipient opted out at the provider → suppressed/opted_out, and the
+//     opt-out is recorded;
+//   - permanent (this address will never work) → failed;
+//   - retryable, or an unknown outcome at a provider that recognises a
+//     repeated intent id → deferred with exponential backoff and jitter (at
+//     least the provider's Retry-After, or until its breaker lets calls
+//     through), then failed once the retries are spent;
+//   - an unknown outcome at any other provider → sent_unconfirmed, never
+//     resent blindly.
+func (w *Worker) outcome(in intent.Intent, ch intent.Channel, s Sender, retries int, r channel.Receipt, err error) sendOutcome {
 	if err == nil {
-		return status.Sent, "", status.Entry{Provider: r.Provider, ProviderID: r.ProviderID}
+		return sendOutcome{state: status.Sent, entry: status.Entry{Provider: r.Provider, ProviderID: r.ProviderID}}
 	}
-	var code string
 	var ce *channel.Error
-	if errors.As(err, &ce) {
-		code = ce.Code
+	errors.As(err, &ce)
+	e := status.Entry{Provider: providerName(s), Detail: err.Error()}
+	if ce != nil {
+		e.ErrorCode = ce.Code
 	}
-	e := status.Entry{Provider: r.Provider, ErrorCode: code, Detail: err.Error()}
-	switch channel.KindOf(err) {
-	case channel.Permanent:
-		return status.Failed, "permanent", e
-	case channel.Retryable:
-		return status.Failed, "retries_exhausted", e
+	kind := channel.KindOf(err)
+	switch {
+	case ce != nil && ce.OptOut:
+		return sendOutcome{state: status.Suppressed, reason: status.ReasonOptedOut, entry: e, release: true, optOut: true}
+	case kind == channel.Permanent:
+		return sendOutcome{state: status.Failed, reason: "permanent", entry: e, release: true}
+	case kind == channel.Retryable || kind == channel.Unknown && s.Idempotent():
+		release := kind == channel.Retryable
+		if retries >= w.cfg.RetryLimit {
+			return sendOutcome{state: status.Failed, reason: "retries_exhausted", entry: e, release: release}
+		}
+		now := w.Now().UTC()
+		until := now.Add(w.backoff(in.ID, retries))
+		if kind == channel.Unknown {
+			// A repeat is safe only while the provider still recognises the
+			// id: retry soon, twice at most, then leave it unconfirmed.
+			win := idempotencyWindow(s)
+			if retries >= 2 || win > 0 && w.cfg.RetryBase > win/4 {
+				return sendOutcome{state: status.SentUnconfirmed, reason: "unknown_outcome", entry: e}
+			}
+			if win > 0 && until.Sub(now) > win/4 {
+				until = now.Add(win / 4)
+			}
+		}
+		if ce != nil {
+			if a := now.Add(ce.RetryAfter); a.After(until) {
+				until = a
+			}
+			if ce.Until.After(until) {
+				until = ce.Until
+			}
+			if (ce.Code == "breaker_open" || ce.Code == "quota") && in.Fallback && len(in.Channels) > 1 {
+				// Another channel may take it now; the gate skips this one
+				// while its breaker is open.
+				until = now
+			}
+		}
+		e.Until = &until
+		return sendOutcome{state: status.Deferred, reason: "retry", entry: e, release: release, retries: retries + 1}
 	default:
-		return status.SentUnconfirmed, "unknown_outcome", e
+		return sendOutcome{state: status.SentUnconfirmed, reason: "unknown_outcome", entry: e}
 	}
 }
 
+// backoff is the wait before retry n (0-based): RetryBase·2ⁿ, at most
+// RetryMax, spread ±20% by the intent id so retries of a burst do not
+// return together.
+func (w *Worker) backoff(id string, n int) time.Duration {
+	d := w.cfg.RetryBase << min(n, 20)
+	if d > w.cfg.RetryMax || d <= 0 {
+		d = w.cfg.RetryMax
+	}
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	h.Write([]byte{byte(n)})
+	spread := float64(h.Sum32()%4001)/10000 - 0.2 // -0.2 … +0.2
+	return d + time.Duration(float64(d)*spread)
+}
+
+// retriesOf is how many times the intent was retried before (the scheduler
+// carries the count on the re-injected message).
+func retriesOf(m kafka.Message) int {
+	n, _ := strconv.Atoi(kafkaio.Header(m, kafkaio.HeaderRetries))
+	return n
+}
+
+// idempotencyWindow is how long the provider recognises a repeated intent
+// id; 0 means for good.
+func idempotencyWindow(s Sender) time.Duration {
+	if x, ok := s.(interface{ IdempotencyWindow() time.Duration }); ok {
+		return x.IdempotencyWindow()
+	}
+	return 0
+}
+
+func providerName(s Sender) string {
+	if n, ok := s.(interface{ Name() string }); ok {
+		return n.Name()
+	}
+	return ""
+}
+
 func (w *Worker) finish(ctx context.Context, token string, in intent.Intent, ch intent.Channel, st status.State, reason string, e status.Entry, release ...store.Stream) ([]kafka.Message, error) {
+	_, recs, err := w.finishEntry(ctx, token, in, ch, st, reason, e, release...)
+	return recs, err
+}
+
+// finishEntry records the outcome of an attempt and returns its entry (Seq
+// 0 if another worker took the intent over) and events.
+func (w *Worker) finishEntry(ctx context.Context, token string, in intent.Intent, ch intent.Channel, st status.State, reason string, e status.Entry, release ...store.Stream) (status.Entry, []kafka.Message, error) {
 	now := w.Now().UTC()
 	e.At, e.State, e.Reason, e.Worker = now, st, reason, w.cfg.Owner
 	seq, err := w.Store.Finish(ctx, store.FinishRequest{
@@ -381,10 +480,10 @@ func (w *Worker) finish(ctx context.Context, token string, in intent.Intent, ch 
 		// We overran the lease and another worker took the intent over; its
 		// decision stands.
 		w.Log.Warn("lease lost while sending; the other worker's decision stands", "intent_id", in.ID)
-		return nil, nil
+		return status.Entry{}, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return status.Entry{}, nil, err
 	}
 	e.Seq = seq
 	w.Metrics.Decisions.WithLabelValues(string(st), reason).Inc()
@@ -392,7 +491,8 @@ func (w *Worker) finish(ctx context.Context, token string, in intent.Intent, ch 
 		w.Metrics.Sends.WithLabelValues(string(ch), e.Provider).Inc()
 	}
 	w.Log.Debug("intent decided", "intent_id", in.ID, "debtor_id", in.DebtorID, "state", st, "reason", reason, "channel", ch)
-	return w.events(in.ID, in.DebtorID, e)
+	recs, err := w.events(in.ID, in.DebtorID, e)
+	return e, recs, err
 }
 
 // duplicate handles an intent id that was decided already: the record stays

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/optout"
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
@@ -71,9 +73,10 @@ func newFixture(t *testing.T, idempotent bool) *fixture {
 	for _, ch := range intent.Channels {
 		senders[ch] = f.sb
 	}
-	f.w, err = New(Config{Owner: f.worker, SendTimeout: 200 * time.Millisecond, RetryDelay: time.Millisecond}, Deps{
+	f.w, err = New(Config{Owner: f.worker, SendTimeout: 200 * time.Millisecond, RetryBase: time.Minute, RetryLimit: 3}, Deps{
 		Reader: nopReader{}, Publisher: nopPublisher{}, Store: st, Templates: cat, Profile: prof, Senders: senders,
-		Now: func() time.Time { return f.now },
+		OptOuts: &optout.Recorder{Topic: kafkaio.DefaultTopics.OptOuts, Pub: nopPublisher{}, Hot: st},
+		Now:     func() time.Time { return f.now },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +181,7 @@ func TestDecide(t *testing.T) {
 		name       string
 		in         any
 		fault      *sandbox.Fault
+		retries    int
 		idempotent bool
 		wantEvents []string
 		wantState  status.State
@@ -189,14 +193,16 @@ func TestDecide(t *testing.T) {
 		{name: "invalid with usable id is rejected and recorded", in: badChannel, wantEvents: []string{"transition:rejected/invalid"}, wantState: status.Rejected, wantDLQ: true},
 		{name: "permanent failure is not retried", in: sampleIntent("I-perm"), fault: &sandbox.Fault{Kind: channel.Permanent, Code: "21211"},
 			wantEvents: []string{"transition:sending", "transition:failed/permanent"}, wantState: status.Failed, wantCalls: 1},
-		{name: "retryable failure then success", in: sampleIntent("I-retry"), fault: &sandbox.Fault{Kind: channel.Retryable, Times: 1},
-			wantEvents: []string{"transition:sending", "transition:sent"}, wantState: status.Sent, wantCalls: 2},
-		{name: "retryable failure until retries run out", in: sampleIntent("I-retry-out"), fault: &sandbox.Fault{Kind: channel.Retryable},
-			wantEvents: []string{"transition:sending", "transition:failed/retries_exhausted"}, wantState: status.Failed, wantCalls: 3},
+		{name: "retryable failure is deferred for a retry", in: sampleIntent("I-retry"), fault: &sandbox.Fault{Kind: channel.Retryable, Times: 1},
+			wantEvents: []string{"transition:sending", "transition:deferred/retry"}, wantState: status.Deferred, wantCalls: 1},
+		{name: "retryable failure after the last retry fails", in: sampleIntent("I-retry-out"), retries: 3, fault: &sandbox.Fault{Kind: channel.Retryable},
+			wantEvents: []string{"transition:sending", "transition:failed/retries_exhausted"}, wantState: status.Failed, wantCalls: 1},
 		{name: "unknown outcome is never resent by a non-idempotent provider", in: sampleIntent("I-unknown"), fault: &sandbox.Fault{Kind: channel.Unknown},
 			wantEvents: []string{"transition:sending", "transition:sent_unconfirmed/unknown_outcome"}, wantState: status.SentUnconfirmed, wantCalls: 1},
-		{name: "unknown outcome is repeated to an idempotent provider", in: sampleIntent("I-unknown-idem"), fault: &sandbox.Fault{Kind: channel.Unknown, Times: 1}, idempotent: true,
-			wantEvents: []string{"transition:sending", "transition:sent"}, wantState: status.Sent, wantCalls: 2},
+		{name: "unknown outcome at an idempotent provider is retried later", in: sampleIntent("I-unknown-idem"), fault: &sandbox.Fault{Kind: channel.Unknown, Times: 1}, idempotent: true,
+			wantEvents: []string{"transition:sending", "transition:deferred/retry"}, wantState: status.Deferred, wantCalls: 1},
+		{name: "the provider says the recipient opted out", in: sampleIntent("I-optout"), fault: &sandbox.Fault{Kind: channel.Permanent, Code: "21610", OptOut: true},
+			wantEvents: []string{"transition:sending", "transition:suppressed/opted_out"}, wantState: status.Suppressed, wantCalls: 1},
 		{name: "a timeout is an unknown outcome", in: sampleIntent("I-slow"), fault: &sandbox.Fault{Delay: time.Second},
 			wantEvents: []string{"transition:sending", "transition:sent_unconfirmed/unknown_outcome"}, wantState: status.SentUnconfirmed, wantCalls: 1},
 	} {
@@ -205,7 +211,11 @@ func TestDecide(t *testing.T) {
 			if tc.fault != nil {
 				f.sb.SetFault(intent.SMS, *tc.fault)
 			}
-			recs, err := f.w.Decide(ctx, msgOf(t, tc.in))
+			m := msgOf(t, tc.in)
+			if tc.retries > 0 {
+				m.Headers = append(m.Headers, kafka.Header{Key: kafkaio.HeaderRetries, Value: []byte(fmt.Sprint(tc.retries))})
+			}
+			recs, err := f.w.Decide(ctx, m)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -230,6 +240,19 @@ func TestDecide(t *testing.T) {
 			}
 			if (dlq == 1) != tc.wantDLQ {
 				t.Errorf("%d DLQ records, want DLQ %v", dlq, tc.wantDLQ)
+			}
+			optedOut := f.rdb.HExists(ctx, f.st.Keys().OptOuts("D-1001"), "sms").Val()
+			if optedOut != (tc.fault != nil && tc.fault.OptOut) {
+				t.Errorf("SMS opt-out recorded: %v", optedOut)
+			}
+			var deferrals int
+			for _, r := range recs {
+				if r.Topic == kafkaio.DefaultTopics.Deferred && r.Value != nil {
+					deferrals++
+				}
+			}
+			if (deferrals == 1) != (tc.wantState == status.Deferred) {
+				t.Errorf("%d deferrals for state %s", deferrals, tc.wantState)
 			}
 		})
 	}

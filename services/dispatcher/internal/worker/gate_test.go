@@ -37,7 +37,7 @@ func replica(t testing.TB, rdb redis.UniversalClient, prefix string, prof *polic
 	for _, ch := range intent.Channels {
 		senders[ch] = sb
 	}
-	w, err := New(Config{Owner: owner, RetryDelay: time.Millisecond}, Deps{
+	w, err := New(Config{Owner: owner}, Deps{
 		Reader: nopReader{}, Publisher: nopPublisher{}, Store: st, Templates: cat, Profile: prof,
 		Senders: senders, Now: now,
 	})

@@ -33,9 +33,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "dispatcher_sends_total", Help: "Messages accepted by a provider, by channel and provider.",
 		}, []string{"channel", "provider"}),
 		SendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "dispatcher_provider_call_seconds", Help: "Duration of provider calls.",
+			Name: "dispatcher_provider_call_seconds", Help: "Duration of provider calls, by channel, provider and result (ok, permanent, retryable, unknown_outcome).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
-		}, []string{"channel"}),
+		}, []string{"channel", "provider", "result"}),
 		InfraErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dispatcher_infrastructure_errors_total", Help: "Redis or Kafka failures that made the worker retry.",
 		}),

@@ -22,6 +22,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/channel"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/optout"
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
@@ -61,6 +62,11 @@ type Sender interface {
 	Idempotent() bool
 }
 
+// OptOuts records opt-outs.
+type OptOuts interface {
+	Record(ctx context.Context, o optout.OptOut) error
+}
+
 // Config tunes the worker.
 type Config struct {
 	Owner       string        // this worker's id, kept on the leases it takes
@@ -68,8 +74,9 @@ type Config struct {
 	LeaseMargin time.Duration // a lease outlives every attempt's deadline by this; default 2s
 	MaxBatch    int           // messages decided before one publish and commit; default 256
 	LaneBuffer  int           // messages queued per partition; default 512
-	SendRetries int           // in-place retries of a retryable failure; default 2
-	RetryDelay  time.Duration // first retry delay, doubled each time; default 200ms
+	RetryBase   time.Duration // wait before the first retry of a failed send, doubled each time; default 30s
+	RetryMax    time.Duration // longest wait between retries; default 30m
+	RetryLimit  int           // retries before a send ends failed; default 8
 	DrainTime   time.Duration // how long shutdown waits for in-flight work; default 15s
 }
 
@@ -86,11 +93,14 @@ func (c *Config) defaults() {
 	if c.LaneBuffer == 0 {
 		c.LaneBuffer = 512
 	}
-	if c.SendRetries == 0 {
-		c.SendRetries = 2
+	if c.RetryBase == 0 {
+		c.RetryBase = 30 * time.Second
 	}
-	if c.RetryDelay == 0 {
-		c.RetryDelay = 200 * time.Millisecond
+	if c.RetryMax == 0 {
+		c.RetryMax = 30 * time.Minute
+	}
+	if c.RetryLimit == 0 {
+		c.RetryLimit = 8
 	}
 	if c.DrainTime == 0 {
 		c.DrainTime = 15 * time.Second
@@ -102,7 +112,7 @@ func (c Config) Validate() error {
 	if c.Owner == "" {
 		return errors.New("worker: owner id is required")
 	}
-	if c.SendTimeout < 0 || c.LeaseMargin < 0 || c.MaxBatch < 0 || c.SendRetries < 0 {
+	if c.SendTimeout < 0 || c.LeaseMargin < 0 || c.MaxBatch < 0 || c.RetryBase < 0 || c.RetryLimit < 0 {
 		return errors.New("worker: negative setting")
 	}
 	return nil
@@ -116,6 +126,7 @@ type Deps struct {
 	Templates Templates
 	Profile   *policy.Profile // the compliance policy every contact passes
 	Senders   map[intent.Channel]Sender
+	OptOuts   OptOuts // records opt-outs a provider reports
 	Topics    kafkaio.Topics
 	Metrics   *Metrics
 	Log       *slog.Logger
@@ -315,15 +326,11 @@ func (w *Worker) publish(ctx context.Context, recs []kafka.Message) error {
 	}
 }
 
-// lease is how long a claim on an intent lasts: every attempt's deadline,
-// the waits between them, and a margin for clock skew between hosts. A worker
-// that has not finished by then is taken for dead.
+// lease is how long a claim on an intent lasts: the provider call's
+// deadline and a margin for clock skew between hosts. A worker that has not
+// finished by then is taken for dead.
 func (c Config) lease() time.Duration {
-	d := c.SendTimeout*time.Duration(c.SendRetries+1) + c.LeaseMargin
-	for i, wait := 0, c.RetryDelay; i < c.SendRetries; i, wait = i+1, wait*2 {
-		d += wait
-	}
-	return d
+	return c.SendTimeout + c.LeaseMargin
 }
 
 type busyError struct {

@@ -1,0 +1,57 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/contactd/dispatcher/pkg/testenv"
+)
+
+// Three replicas sharing a limit of 20 sends per 200 ms window, on a real
+// Redis: no window ever lets more than 20 through.
+func TestSharedRate(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	var mu sync.Mutex
+	perWindow := map[int64]int{}
+	var total atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	defer cancel()
+	var wg sync.WaitGroup
+	for r := 0; r < 3; r++ {
+		l := New(rdb, prefix, "sms", 20, 200*time.Millisecond)
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for l.Wait(ctx) == nil {
+					w := time.Now().UnixMilli() / 200
+					mu.Lock()
+					perWindow[w]++
+					mu.Unlock()
+					total.Add(1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for w, n := range perWindow {
+		// A grant taken at the very end of a window can be used just after
+		// it; allow the one batch (20/20 = 1) of slack.
+		if n > 21 {
+			t.Errorf("window %d let %d sends through, limit 20", w, n)
+		}
+	}
+	if total.Load() < 60 {
+		t.Errorf("only %d sends in 1.2 s at 20 per 200 ms: the limiter starves", total.Load())
+	}
+	if New(rdb, prefix, "x", 0, time.Second) != nil {
+		t.Error("a zero limit should mean no limiter")
+	}
+	var none *Limiter
+	if err := none.Wait(ctx); err != nil {
+		t.Error("a nil limiter must let everything through")
+	}
+}
