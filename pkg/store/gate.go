@@ -276,3 +276,36 @@ var quotedRules sync.Map
 func (s *Store) SetOptOut(ctx context.Context, debtorID, channel string, value []byte) error {
 	return s.rdb.HSet(ctx, s.keys.OptOuts(debtorID), channel, value).Err()
 }
+
+// Providers is the hash where every worker publishes its providers' breaker
+// states (field "<owner>|<provider>", value JSON with "updated").
+func (k Keys) Providers() string { return k.Prefix + "providers" }
+
+// PutProviderStates publishes this worker's provider states.
+func (s *Store) PutProviderStates(ctx context.Context, owner string, states map[string][]byte) error {
+	if len(states) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 2*len(states))
+	for p, v := range states {
+		args = append(args, owner+"|"+p, v)
+	}
+	pipe := s.rdb.Pipeline()
+	pipe.HSet(ctx, s.keys.Providers(), args...)
+	pipe.Expire(ctx, s.keys.Providers(), time.Hour)
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// ProviderStates returns every published provider state, by "<owner>|<provider>".
+func (s *Store) ProviderStates(ctx context.Context) (map[string]string, error) {
+	return s.rdb.HGetAll(ctx, s.keys.Providers()).Result()
+}
+
+// DropProviderStates removes published states (stale ones, or a stopping worker's).
+func (s *Store) DropProviderStates(ctx context.Context, fields ...string) error {
+	if len(fields) == 0 {
+		return nil
+	}
+	return s.rdb.HDel(ctx, s.keys.Providers(), fields...).Err()
+}

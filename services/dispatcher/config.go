@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -13,24 +15,61 @@ import (
 // environment in exactly one place, configFromEnv; everything else receives
 // the parts it needs.
 type Config struct {
-	Brokers       []string      // DISPATCHER_KAFKA_BROKERS
-	RedisURL      string        // DISPATCHER_REDIS_URL or REDIS_URL
-	RedisPrefix   string        // DISPATCHER_REDIS_PREFIX
-	HTTPAddr      string        // DISPATCHER_HTTP_ADDR
-	PublicBaseURL string        // DISPATCHER_PUBLIC_BASE_URL
-	Group         string        // DISPATCHER_GROUP
-	StatusTTL     time.Duration // DISPATCHER_STATUS_TTL
-	SendTimeout   time.Duration // DISPATCHER_SEND_TIMEOUT
-	ConfigDir     string        // DISPATCHER_CONFIG_DIR: overrides the configs built into the binary
-	Profile       string        // DISPATCHER_PROFILE: policy profile name or file
-	LogLevel      slog.Level    // DISPATCHER_LOG_LEVEL
-	LogFormat     string        // DISPATCHER_LOG_FORMAT: json or text
-	Providers     map[string]string
+	Brokers       []string          // DISPATCHER_KAFKA_BROKERS
+	RedisURL      string            // DISPATCHER_REDIS_URL or REDIS_URL
+	RedisPrefix   string            // DISPATCHER_REDIS_PREFIX
+	HTTPAddr      string            // DISPATCHER_HTTP_ADDR
+	PublicBaseURL string            // DISPATCHER_PUBLIC_BASE_URL
+	Group         string            // DISPATCHER_GROUP
+	StatusTTL     time.Duration     // DISPATCHER_STATUS_TTL
+	SendTimeout   time.Duration     // DISPATCHER_SEND_TIMEOUT
+	ConfigDir     string            // DISPATCHER_CONFIG_DIR: overrides the configs built into the binary
+	Profile       string            // DISPATCHER_PROFILE: policy profile name or file
+	LogLevel      slog.Level        // DISPATCHER_LOG_LEVEL
+	LogFormat     string            // DISPATCHER_LOG_FORMAT: json or text
+	Providers     map[string]string // channel → provider name
+	Twilio        TwilioConfig
+	SMTP          SMTPConfig
+	WeChat        WeChatConfig
+	Rates         map[string]Rate // channel → shared send rate
+	Breaker       BreakerConfig
+	RetryBase     time.Duration // DISPATCHER_RETRY_BASE
+	RetryMax      time.Duration // DISPATCHER_RETRY_MAX
+	RetryLimit    int           // DISPATCHER_RETRY_LIMIT
 	// SandboxJournal: DISPATCHER_SANDBOX_JOURNAL, a file where the sandbox
 	// appends every send and which it reads back at start.
 	SandboxJournal string
 	// SandboxLatency: DISPATCHER_SANDBOX_LATENCY, how long each sandbox send takes.
 	SandboxLatency time.Duration
+}
+
+// TwilioConfig is DISPATCHER_TWILIO_*.
+type TwilioConfig struct {
+	AccountSID, AuthToken, From, MessagingServiceSID, BaseURL string
+}
+
+// SMTPConfig is DISPATCHER_SMTP_*.
+type SMTPConfig struct {
+	Addr, Username, Password, From, TLS, DKIMKeyFile, DKIMSelector, DKIMDomain, UnsubscribeMailto string
+}
+
+// WeChatConfig is DISPATCHER_WECHAT_*.
+type WeChatConfig struct {
+	AppID, Secret, BaseURL, LinkURL string
+	TemplateIDs                     map[string]string
+}
+
+// Rate is a shared send rate: N per Per.
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+// BreakerConfig is DISPATCHER_BREAKER_*.
+type BreakerConfig struct {
+	MinRequests  int
+	FailureRatio float64
+	CoolDown     time.Duration
 }
 
 // envVars lists every variable configFromEnv reads, for `dispatcher help`.
@@ -49,10 +88,24 @@ var envVars = [][2]string{
 	{"DISPATCHER_LOG_FORMAT", "json or text (default json; dev: text)"},
 	{"DISPATCHER_SANDBOX_JOURNAL", "file where the sandbox appends each send (JSON lines) and remembers sent ids across restarts"},
 	{"DISPATCHER_SANDBOX_LATENCY", "how long each sandbox send takes, like a provider's round trip (default 0)"},
-	{"DISPATCHER_SMS_PROVIDER", "sandbox (default)"},
-	{"DISPATCHER_VOICE_PROVIDER", "sandbox (default)"},
-	{"DISPATCHER_EMAIL_PROVIDER", "sandbox (default)"},
-	{"DISPATCHER_WECHAT_PROVIDER", "sandbox (default)"},
+	{"DISPATCHER_SMS_PROVIDER", "sandbox (default) or twilio"},
+	{"DISPATCHER_VOICE_PROVIDER", "sandbox (default) or twilio"},
+	{"DISPATCHER_EMAIL_PROVIDER", "sandbox (default) or smtp"},
+	{"DISPATCHER_WECHAT_PROVIDER", "sandbox (default) or wechat"},
+	{"DISPATCHER_TWILIO_ACCOUNT_SID, _AUTH_TOKEN", "Twilio credentials"},
+	{"DISPATCHER_TWILIO_FROM, _MESSAGING_SERVICE_SID", "Twilio sender: a number, or a Messaging Service (SMS only)"},
+	{"DISPATCHER_TWILIO_BASE_URL", "only to point at a test server (default https://api.twilio.com)"},
+	{"DISPATCHER_SMTP_ADDR, _USERNAME, _PASSWORD", "SMTP relay host:port and AUTH"},
+	{"DISPATCHER_SMTP_FROM", "From header, e.g. '示例银行 <noreply@bank.example>'"},
+	{"DISPATCHER_SMTP_TLS", "starttls (default), tls, or none (dev mode only)"},
+	{"DISPATCHER_SMTP_DKIM_KEY_FILE, _DKIM_SELECTOR, _DKIM_DOMAIN", "DKIM signing key (PEM), selector, domain (default From's)"},
+	{"DISPATCHER_SMTP_UNSUBSCRIBE_MAILTO", "mailto address offered in List-Unsubscribe"},
+	{"DISPATCHER_WECHAT_APPID, _SECRET", "WeChat Official Account credentials"},
+	{"DISPATCHER_WECHAT_TEMPLATE_IDS", "our template → WeChat template_id: overdue_notice=TPL1,payment_due_soon=TPL2"},
+	{"DISPATCHER_WECHAT_BASE_URL, _LINK_URL", "API base (test servers only); link when a message has no opt-out link"},
+	{"DISPATCHER_SMS_RATE, _VOICE_RATE, _EMAIL_RATE, _WECHAT_RATE", "send rate shared by every replica: 1/s, 600/m (default unlimited)"},
+	{"DISPATCHER_BREAKER_MIN_REQUESTS, _FAILURE_RATIO, _COOL_DOWN", "a provider's breaker opens at this share of failures over at least this many calls, for this long (10, 0.5, 30s)"},
+	{"DISPATCHER_RETRY_BASE, _RETRY_MAX, _RETRY_LIMIT", "retries of a failed send: first wait, longest wait, how many (30s, 30m, 8)"},
 }
 
 func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
@@ -112,20 +165,93 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 			errs = append(errs, fmt.Errorf("DISPATCHER_LOG_LEVEL: %q is not debug, info, warn or error", v))
 		}
 	}
+	available := map[string][]string{"SMS": {"sandbox", "twilio"}, "VOICE": {"sandbox", "twilio"}, "EMAIL": {"sandbox", "smtp"}, "WECHAT": {"sandbox", "wechat"}}
+	c.Rates = map[string]Rate{}
 	for _, ch := range []string{"SMS", "VOICE", "EMAIL", "WECHAT"} {
 		p := strings.ToLower(strings.TrimSpace(getenv("DISPATCHER_" + ch + "_PROVIDER")))
 		if p == "" {
 			p = "sandbox"
 		}
-		if p != "sandbox" {
-			errs = append(errs, fmt.Errorf("DISPATCHER_%s_PROVIDER: %q is not available (available: sandbox)", ch, p))
+		if !slices.Contains(available[ch], p) {
+			errs = append(errs, fmt.Errorf("DISPATCHER_%s_PROVIDER: %q is not one of %s", ch, p, strings.Join(available[ch], ", ")))
 		}
 		c.Providers[strings.ToLower(ch)] = p
+		if v := strings.TrimSpace(getenv("DISPATCHER_" + ch + "_RATE")); v != "" {
+			r, err := parseRate(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("DISPATCHER_%s_RATE: %w", ch, err))
+			}
+			c.Rates[strings.ToLower(ch)] = r
+		}
+	}
+	str("DISPATCHER_TWILIO_ACCOUNT_SID", &c.Twilio.AccountSID)
+	str("DISPATCHER_TWILIO_AUTH_TOKEN", &c.Twilio.AuthToken)
+	str("DISPATCHER_TWILIO_FROM", &c.Twilio.From)
+	str("DISPATCHER_TWILIO_MESSAGING_SERVICE_SID", &c.Twilio.MessagingServiceSID)
+	str("DISPATCHER_TWILIO_BASE_URL", &c.Twilio.BaseURL)
+	str("DISPATCHER_SMTP_ADDR", &c.SMTP.Addr)
+	str("DISPATCHER_SMTP_USERNAME", &c.SMTP.Username)
+	str("DISPATCHER_SMTP_PASSWORD", &c.SMTP.Password)
+	str("DISPATCHER_SMTP_FROM", &c.SMTP.From)
+	str("DISPATCHER_SMTP_TLS", &c.SMTP.TLS)
+	str("DISPATCHER_SMTP_DKIM_KEY_FILE", &c.SMTP.DKIMKeyFile)
+	str("DISPATCHER_SMTP_DKIM_SELECTOR", &c.SMTP.DKIMSelector)
+	str("DISPATCHER_SMTP_DKIM_DOMAIN", &c.SMTP.DKIMDomain)
+	str("DISPATCHER_SMTP_UNSUBSCRIBE_MAILTO", &c.SMTP.UnsubscribeMailto)
+	str("DISPATCHER_WECHAT_APPID", &c.WeChat.AppID)
+	str("DISPATCHER_WECHAT_SECRET", &c.WeChat.Secret)
+	str("DISPATCHER_WECHAT_BASE_URL", &c.WeChat.BaseURL)
+	str("DISPATCHER_WECHAT_LINK_URL", &c.WeChat.LinkURL)
+	if v := strings.TrimSpace(getenv("DISPATCHER_WECHAT_TEMPLATE_IDS")); v != "" {
+		c.WeChat.TemplateIDs = map[string]string{}
+		for _, kv := range strings.Split(v, ",") {
+			k, id, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			if !ok || k == "" || id == "" {
+				errs = append(errs, fmt.Errorf("DISPATCHER_WECHAT_TEMPLATE_IDS: %q is not template=template_id", kv))
+				continue
+			}
+			c.WeChat.TemplateIDs[k] = id
+		}
+	}
+	if v := strings.TrimSpace(getenv("DISPATCHER_BREAKER_MIN_REQUESTS")); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("DISPATCHER_BREAKER_MIN_REQUESTS: %q is not a positive number", v))
+		} else {
+			c.Breaker.MinRequests = n
+		}
+	}
+	if v := strings.TrimSpace(getenv("DISPATCHER_BREAKER_FAILURE_RATIO")); v != "" {
+		if f, err := strconv.ParseFloat(v, 64); err != nil || f <= 0 || f > 1 {
+			errs = append(errs, fmt.Errorf("DISPATCHER_BREAKER_FAILURE_RATIO: %q is not in (0, 1]", v))
+		} else {
+			c.Breaker.FailureRatio = f
+		}
+	}
+	dur("DISPATCHER_BREAKER_COOL_DOWN", &c.Breaker.CoolDown)
+	dur("DISPATCHER_RETRY_BASE", &c.RetryBase)
+	dur("DISPATCHER_RETRY_MAX", &c.RetryMax)
+	if v := strings.TrimSpace(getenv("DISPATCHER_RETRY_LIMIT")); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("DISPATCHER_RETRY_LIMIT: %q is not a positive number", v))
+		} else {
+			c.RetryLimit = n
+		}
 	}
 	if err := c.validate(dev); err != nil {
 		errs = append(errs, err)
 	}
 	return c, errors.Join(errs...)
+}
+
+// parseRate reads "N/s", "N/m" or "N/h".
+func parseRate(v string) (Rate, error) {
+	n, unit, ok := strings.Cut(v, "/")
+	k, err := strconv.Atoi(strings.TrimSpace(n))
+	per := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}[strings.TrimSpace(unit)]
+	if !ok || err != nil || k < 1 || per == 0 {
+		return Rate{}, fmt.Errorf("%q is not a rate like 1/s or 600/m", v)
+	}
+	return Rate{N: k, Per: per}, nil
 }
 
 func (c Config) validate(dev bool) error {

@@ -33,6 +33,8 @@ type harness struct {
 	journal string
 	// extraEnv is added to the environment of spawned processes.
 	extraEnv []string
+	// vars is the environment in-process services read their config from.
+	vars map[string]string
 	// profile is the policy profile: testdata/open.yaml unless a test says
 	// otherwise, so delivery tests do not depend on the time of day.
 	profile string
@@ -58,7 +60,7 @@ func openProfile(t *testing.T) string {
 }
 
 func (h *harness) config() Config {
-	cfg, err := configFromEnv(func(string) string { return "" }, true)
+	cfg, err := configFromEnv(func(k string) string { return h.vars[k] }, true)
 	if err != nil {
 		h.t.Fatal(err)
 	}

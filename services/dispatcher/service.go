@@ -23,9 +23,10 @@ import (
 
 	"github.com/contactd/dispatcher/configs"
 	"github.com/contactd/dispatcher/pkg/catalog"
+	"github.com/contactd/dispatcher/pkg/channel/breaker"
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
-	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/optout"
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
@@ -44,23 +45,24 @@ type Roles struct {
 // Service is the wired dispatcher: worker and/or API over Kafka and Redis.
 // dev, worker and api run it; the tests run it too.
 type Service struct {
-	cfg     Config
-	roles   Roles
-	log     *slog.Logger
-	rdb     redis.UniversalClient
-	store   *store.Store
-	writer  *kafka.Writer
-	reader  *kafka.Reader
-	kc      *kafkaio.Client
-	worker  *worker.Worker
-	api     *httpapi.Server
-	http    *http.Server
-	ln      net.Listener
-	sched   *scheduler.Scheduler
-	Sandbox *sandbox.Sandbox
-	Profile *policy.Profile
-	Reg     *prometheus.Registry
-	Owner   string
+	cfg      Config
+	roles    Roles
+	log      *slog.Logger
+	rdb      redis.UniversalClient
+	store    *store.Store
+	writer   *kafka.Writer
+	reader   *kafka.Reader
+	kc       *kafkaio.Client
+	worker   *worker.Worker
+	api      *httpapi.Server
+	http     *http.Server
+	ln       net.Listener
+	sched    *scheduler.Scheduler
+	breakers []*breaker.Breaker
+	Sandbox  *sandbox.Sandbox
+	Profile  *policy.Profile
+	Reg      *prometheus.Registry
+	Owner    string
 }
 
 // NewService wires a service. It checks that the topics exist and Redis
@@ -112,16 +114,21 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	if s.Sandbox, err = sandbox.New(sandbox.Config{Idempotent: true, Journal: cfg.SandboxJournal, Latency: cfg.SandboxLatency}); err != nil {
 		return nil, err
 	}
-	senders := map[intent.Channel]worker.Sender{}
-	for _, ch := range intent.Channels {
-		senders[ch] = s.Sandbox // every provider is the sandbox until real adapters are configured
+	senders, breakers, err := providers(cfg, roles.Dev, s.Sandbox, rdb, s.Reg, log)
+	if err != nil {
+		return nil, err
 	}
+	s.breakers = breakers
 
 	if roles.Worker {
 		s.reader = kafka.NewReader(kafkaio.ReaderConfig(cfg.Brokers, cfg.Group, topics.Intents))
-		s.worker, err = worker.New(worker.Config{Owner: s.Owner, SendTimeout: cfg.SendTimeout}, worker.Deps{
+		s.worker, err = worker.New(worker.Config{
+			Owner: s.Owner, SendTimeout: cfg.SendTimeout,
+			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, RetryLimit: cfg.RetryLimit,
+		}, worker.Deps{
 			Reader: s.reader, Publisher: s.writer, Store: s.store, Templates: cat, Profile: s.Profile,
 			Senders: senders, Topics: topics, Metrics: worker.NewMetrics(s.Reg), Log: log,
+			OptOuts: &optout.Recorder{Topic: topics.OptOuts, Pub: s.writer, Hot: s.store},
 		})
 		if err != nil {
 			return nil, err
@@ -133,7 +140,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	// /healthz, /readyz and /metrics.
 	d := httpapi.Deps{
 		Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
-		Profile: s.Profile, Contacts: s.store,
+		Profile: s.Profile, Contacts: s.store, Ops: s.store,
 		Ready:   []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping}},
 		OpsOnly: !roles.API,
 	}
@@ -180,7 +187,11 @@ func (s *Service) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if s.worker != nil {
-		wg.Add(2)
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			publishProviders(wctx, s.store, s.Owner, s.breakers, 5*time.Second, s.log)
+		}()
 		go func() {
 			defer wg.Done()
 			if err := s.worker.Run(wctx); err != nil {

@@ -10,6 +10,7 @@ package breaker
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -67,6 +68,8 @@ type Breaker struct {
 	openedAt   time.Time
 	quotaUntil time.Time
 	onChange   func(provider string, state string)
+	lat        [256]time.Duration // the latest calls' durations, a ring
+	nlat       int
 }
 
 // New puts next behind a breaker. onChange, if set, hears every state
@@ -110,12 +113,28 @@ func (b *Breaker) Name() string { return b.next.Name() }
 // Idempotent is the provider's.
 func (b *Breaker) Idempotent() bool { return b.next.Idempotent() }
 
+// IdempotencyWindow is the provider's (0: it recognises a repeat for good).
+func (b *Breaker) IdempotencyWindow() time.Duration {
+	if x, ok := b.next.(interface{ IdempotencyWindow() time.Duration }); ok {
+		return x.IdempotencyWindow()
+	}
+	return 0
+}
+
 // Send calls the provider unless the breaker is open.
 func (b *Breaker) Send(ctx context.Context, m channel.Message) (channel.Receipt, error) {
 	if until := b.quota(); !until.IsZero() {
 		return channel.Receipt{}, &channel.Error{Kind: channel.Retryable, Code: "quota", Until: until, Err: ErrOpen}
 	}
-	r, err := b.cb.Execute(func() (channel.Receipt, error) { return b.next.Send(ctx, m) })
+	r, err := b.cb.Execute(func() (channel.Receipt, error) {
+		start := time.Now()
+		r, err := b.next.Send(ctx, m)
+		b.mu.Lock()
+		b.lat[b.nlat%len(b.lat)] = time.Since(start)
+		b.nlat++
+		b.mu.Unlock()
+		return r, err
+	})
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return channel.Receipt{}, &channel.Error{Kind: channel.Retryable, Code: "breaker_open", Until: b.reopens(), Err: ErrOpen}
 	}
@@ -164,6 +183,8 @@ type State struct {
 	OpenUntil time.Time `json:"open_until,omitzero"`
 	Requests  uint32    `json:"requests"` // in the current window
 	Failures  uint32    `json:"failures"`
+	P50MS     float64   `json:"latency_p50_ms"` // over the latest 256 calls
+	P95MS     float64   `json:"latency_p95_ms"`
 }
 
 // State reports the breaker's state; Available is false while calls are
@@ -171,6 +192,14 @@ type State struct {
 func (b *Breaker) State() State {
 	c := b.cb.Counts()
 	s := State{Provider: b.next.Name(), State: b.cb.State().String(), Requests: c.Requests, Failures: c.TotalFailures}
+	b.mu.Lock()
+	lat := append([]time.Duration(nil), b.lat[:min(b.nlat, len(b.lat))]...)
+	b.mu.Unlock()
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		s.P50MS = float64(lat[len(lat)/2].Microseconds()) / 1000
+		s.P95MS = float64(lat[len(lat)*95/100].Microseconds()) / 1000
+	}
 	if q := b.quota(); !q.IsZero() {
 		s.State, s.OpenUntil = "open", q
 	} else if s.State == "open" {

@@ -135,3 +135,19 @@ func (s *Limited) Send(ctx context.Context, m channel.Message) (channel.Receipt,
 	}
 	return s.Sender.Send(ctx, m)
 }
+
+// Available is the wrapped sender's (a breaker's), or always.
+func (s *Limited) Available() (bool, time.Time) {
+	if a, ok := s.Sender.(interface{ Available() (bool, time.Time) }); ok {
+		return a.Available()
+	}
+	return true, time.Time{}
+}
+
+// IdempotencyWindow is the wrapped sender's.
+func (s *Limited) IdempotencyWindow() time.Duration {
+	if x, ok := s.Sender.(interface{ IdempotencyWindow() time.Duration }); ok {
+		return x.IdempotencyWindow()
+	}
+	return 0
+}

@@ -51,6 +51,7 @@ type Deps struct {
 	Templates intent.Templates
 	Profile   *policy.Profile
 	Contacts  Contacts
+	Ops       Ops
 	Topics    kafkaio.Topics
 	Ready     []Check
 	Sandbox   *sandbox.Sandbox // dev only: exposes /v1/sandbox
@@ -100,6 +101,7 @@ func New(d Deps) (*Server, error) {
 	v1.GET("/intents/:id", s.getIntent)
 	v1.GET("/debtors/:id/contacts", s.getContacts)
 	v1.POST("/debtors/:id/conversations", s.postConversation)
+	v1.GET("/ops/summary", s.getSummary)
 	if d.Sandbox != nil {
 		v1.GET("/sandbox/outbox", s.outbox)
 		v1.PUT("/sandbox/faults/:channel", s.putFault)

@@ -288,6 +288,14 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (sto
 				c.WindowRule, c.WindowKind = d.Rule.ID, d.Rule.Kind
 			}
 		}
+		if a, ok := w.Senders[ch].(interface{ Available() (bool, time.Time) }); ok {
+			// A provider whose breaker is open is not a candidate until it
+			// lets calls through again: the gate falls back or defers.
+			if free, until := a.Available(); !free && (c.WindowOK || until.After(c.WindowNext)) {
+				c.WindowOK, c.WindowNext = false, until
+				c.WindowRule, c.WindowKind = "provider-unavailable:"+providerName(w.Senders[ch]), "breaker"
+			}
+		}
 		for _, k := range p.Checks(in, ch, zones, now) {
 			c.Checks = append(c.Checks, store.Check{
 				Stream: w.stream(in, k.Stream.Event, k.Stream.Channel, k.Stream.Scope),
@@ -417,7 +425,7 @@ func (w *Worker) outcome(in intent.Intent, ch intent.Channel, s Sender, retries 
 				until = now
 			}
 		}
-		e.Until = &until
+		e.At, e.Until = now, &until
 		return sendOutcome{state: status.Deferred, reason: "retry", entry: e, release: release, retries: retries + 1}
 	default:
 		return sendOutcome{state: status.SentUnconfirmed, reason: "unknown_outcome", entry: e}
@@ -471,7 +479,10 @@ func (w *Worker) finish(ctx context.Context, token string, in intent.Intent, ch 
 // 0 if another worker took the intent over) and events.
 func (w *Worker) finishEntry(ctx context.Context, token string, in intent.Intent, ch intent.Channel, st status.State, reason string, e status.Entry, release ...store.Stream) (status.Entry, []kafka.Message, error) {
 	now := w.Now().UTC()
-	e.At, e.State, e.Reason, e.Worker = now, st, reason, w.cfg.Owner
+	if e.At.IsZero() {
+		e.At = now
+	}
+	e.State, e.Reason, e.Worker = st, reason, w.cfg.Owner
 	seq, err := w.Store.Finish(ctx, store.FinishRequest{
 		ID: in.ID, DebtorID: in.DebtorID, Owner: token, Now: now,
 		State: st, Reason: reason, Channel: string(ch), Entry: e, Release: release,
