@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/mail"
 	"strings"
 	"testing"
@@ -247,7 +248,7 @@ func TestProviderTimeoutNotResent(t *testing.T) {
 	h.vars["DISPATCHER_SEND_TIMEOUT"] = "300ms"
 	h.vars["DISPATCHER_RETRY_BASE"] = "100ms"
 	f.twilio.Delay(time.Second)
-	svc := h.start(Roles{Worker: true, Dev: true})
+	svc := h.start(Roles{Worker: true, API: true, Dev: true})
 	ins := numbered(sample.New(51, 100, time.Now()), 5, []intent.Channel{intent.SMS}, false, 20)
 	h.produceIntents(ins)
 	testenv.Eventually(t, 30*time.Second, "5 unconfirmed", func() bool { return h.statesOf(svc, ins)[status.SentUnconfirmed] == 5 })
@@ -257,6 +258,64 @@ func TestProviderTimeoutNotResent(t *testing.T) {
 	}
 	if n := h.statesOf(svc, ins)[status.SentUnconfirmed]; n != 5 {
 		t.Errorf("%d unconfirmed after waiting, want 5", n)
+	}
+
+	// Ops checked Twilio's console: the message went out.
+	post := func(body string) int {
+		res, err := http.Post(svc.base+"/v1/intents/"+ins[0].ID+"/resolution", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if code := post(`{"state":"maybe"}`); code != http.StatusBadRequest {
+		t.Errorf("a bad resolution: HTTP %d, want 400", code)
+	}
+	if code := post(`{"state":"sent","note":"found in the Twilio console"}`); code != http.StatusOK {
+		t.Errorf("resolution: HTTP %d, want 200", code)
+	}
+	if code := post(`{"state":"failed"}`); code != http.StatusConflict {
+		t.Errorf("a second resolution: HTTP %d, want 409", code)
+	}
+	rec, _ := svc.Store().GetFor(context.Background(), ins[0].DebtorID, ins[0].ID)
+	if rec.State != status.Sent || rec.Last().Reason != "resolved" || rec.Last().Detail != "found in the Twilio console" {
+		t.Errorf("after the resolution: %s %+v", rec.State, rec.Last())
+	}
+	if n := len(f.twilio.Created()); n != 5 {
+		t.Errorf("a resolution sent something: %d messages", n)
+	}
+}
+
+// TestDevOneRealProvider: dev mode with only SMS pointed at a Twilio-shaped
+// server sends SMS there while the other channels stay in the sandbox.
+func TestDevOneRealProvider(t *testing.T) {
+	h := newHarness(t, 3)
+	f := startFakes(t)
+	h.vars = map[string]string{}
+	for k, v := range f.vars() {
+		if strings.HasPrefix(k, "DISPATCHER_TWILIO_") {
+			h.vars[k] = v
+		}
+	}
+	h.vars["DISPATCHER_SMS_PROVIDER"] = "twilio"
+	svc := h.start(Roles{Worker: true, API: true, Dev: true})
+	g := sample.New(81, 100, time.Now())
+	sms := numbered(g, 2, []intent.Channel{intent.SMS}, false, 50)
+	mails := numbered(g, 2, []intent.Channel{intent.Email}, false, 51)
+	h.produceIntents(append(sms, mails...))
+	testenv.Eventually(t, 30*time.Second, "4 sent", func() bool { return h.statesOf(svc, append(sms, mails...))[status.Sent] == 4 })
+	if n := len(f.twilio.Created()); n != 2 {
+		t.Errorf("Twilio got %d messages, want the 2 SMS", n)
+	}
+	var outbox struct {
+		Entries []struct {
+			Channel string `json:"channel"`
+		} `json:"entries"`
+	}
+	getJSON(t, svc.base+"/v1/sandbox/outbox", &outbox)
+	if len(outbox.Entries) != 2 || outbox.Entries[0].Channel != "email" {
+		t.Errorf("sandbox outbox %+v, want the 2 e-mails", outbox.Entries)
 	}
 }
 

@@ -140,7 +140,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	// /healthz, /readyz and /metrics.
 	d := httpapi.Deps{
 		Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
-		Profile: s.Profile, Contacts: s.store, Ops: s.store,
+		Profile: s.Profile, Contacts: s.store, Ops: s.store, Resolver: s.store,
 		Ready:   []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping}},
 		OpsOnly: !roles.API,
 	}

@@ -52,6 +52,7 @@ type Deps struct {
 	Profile   *policy.Profile
 	Contacts  Contacts
 	Ops       Ops
+	Resolver  Resolver
 	Topics    kafkaio.Topics
 	Ready     []Check
 	Sandbox   *sandbox.Sandbox // dev only: exposes /v1/sandbox
@@ -99,6 +100,7 @@ func New(d Deps) (*Server, error) {
 	v1 := s.e.Group("/v1")
 	v1.POST("/intents", s.postIntent)
 	v1.GET("/intents/:id", s.getIntent)
+	v1.POST("/intents/:id/resolution", s.postResolution)
 	v1.GET("/debtors/:id/contacts", s.getContacts)
 	v1.POST("/debtors/:id/conversations", s.postConversation)
 	v1.GET("/ops/summary", s.getSummary)
@@ -135,6 +137,8 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		}
 	case errors.Is(err, store.ErrNotFound):
 		code, p = http.StatusNotFound, Problem{Error: "not found"}
+	case errors.Is(err, store.ErrConflict):
+		code, p = http.StatusConflict, Problem{Error: err.Error()}
 	case errors.As(err, &he):
 		code, p = he.Code, Problem{Error: http.StatusText(he.Code)}
 		if m, ok := he.Message.(string); ok {
