@@ -72,6 +72,7 @@ type Field struct{ Key, Value string }
 type Catalog struct {
 	templates map[string]*entry
 	names     []string
+	bank      map[string]map[string]string // locale → name, phone, website
 }
 
 var _ intent.Templates = (*Catalog)(nil)
@@ -104,6 +105,20 @@ type wording struct {
 type fieldTemplate struct {
 	key   string
 	value executor
+}
+
+// Bank returns the bank's variables (name, phone, website) in locale, or in
+// zh-CN when the locale has none. The map is the caller's.
+func (c *Catalog) Bank(locale string) map[string]string {
+	b, ok := c.bank[locale]
+	if !ok {
+		b = c.bank["zh-CN"]
+	}
+	out := make(map[string]string, len(b))
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
 }
 
 // Spec returns what the named template needs from an intent. The slices are
@@ -281,7 +296,7 @@ func Load(fsys fs.FS) (*Catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
-	c := &Catalog{templates: make(map[string]*entry)}
+	c := &Catalog{templates: make(map[string]*entry), bank: bank}
 	for _, file := range files {
 		if path.Base(file) == bankFile {
 			continue

@@ -856,3 +856,19 @@ func BenchmarkRender(b *testing.B) {
 		})
 	}
 }
+
+func TestBank(t *testing.T) {
+	c, err := catalog.Load(configs.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Bank("zh-CN"); b["name"] != "示例银行" || b["phone"] != "95500" {
+		t.Errorf("zh-CN bank %v", b)
+	}
+	if b := c.Bank("en"); b["name"] != "Example Bank" {
+		t.Errorf("en bank %v", b)
+	}
+	if b := c.Bank("fr"); b["name"] != "示例银行" {
+		t.Errorf("unknown locale: %v, want zh-CN's", b)
+	}
+}

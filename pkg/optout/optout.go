@@ -25,6 +25,13 @@ const (
 // ChannelAll opts out of every channel.
 const ChannelAll = "all"
 
+// Legal do-not-contact states set by the bank: each stops every channel
+// until removed. As an OptOut's Channel they are written "dnc:<state>".
+var DoNotContact = []string{"cease_and_desist", "attorney_represented", "dispute_open"}
+
+// DNCPrefix marks a do-not-contact state in an OptOut's Channel.
+const DNCPrefix = "dnc:"
+
 // OptOut is one debtor's opt-out of one channel (or all).
 type OptOut struct {
 	DebtorID string    `json:"debtor_id"`
@@ -32,6 +39,8 @@ type OptOut struct {
 	Source   string    `json:"source"`
 	Reason   string    `json:"reason,omitempty"`
 	At       time.Time `json:"at"`
+	// Removed: the debtor opted back in (START) or the bank lifted it.
+	Removed bool `json:"removed,omitempty"`
 }
 
 // Key is the record's key on reminders.optouts.
@@ -44,7 +53,8 @@ type Publisher interface {
 
 // Hot is the copy the gate reads (the Redis store).
 type Hot interface {
-	SetOptOut(ctx context.Context, debtorID, channel string, value []byte) error
+	SetOptOut(ctx context.Context, debtorID, field string, value []byte) error
+	RemoveOptOut(ctx context.Context, debtorID, field string) error
 }
 
 // Recorder records opt-outs durably, then hot.
@@ -54,8 +64,9 @@ type Recorder struct {
 	Hot   Hot
 }
 
-// Record writes o to the topic (acked) and then to Redis; it returns only
-// after both.
+// Record writes o (an opt-out, or with Removed its lifting) to the topic,
+// acked by all in-sync replicas, and then to Redis; it returns only after
+// both. Every change is a record on the topic.
 func (r *Recorder) Record(ctx context.Context, o OptOut) error {
 	if o.DebtorID == "" || o.Channel == "" {
 		return errors.New("optout: debtor and channel are required")
@@ -67,8 +78,17 @@ func (r *Recorder) Record(ctx context.Context, o OptOut) error {
 	if err := r.Pub.WriteMessages(ctx, kafka.Message{Topic: r.Topic, Key: []byte(o.Key()), Value: b}); err != nil {
 		return fmt.Errorf("optout: write to %s: %w", r.Topic, err)
 	}
-	if err := r.Hot.SetOptOut(ctx, o.DebtorID, o.Channel, b); err != nil {
+	if err := Apply(ctx, r.Hot, o, b); err != nil {
 		return fmt.Errorf("optout: redis: %w", err)
 	}
 	return nil
+}
+
+// Apply puts one opt-out record into the hot copy: how Record does it, and
+// how the hot copy is rebuilt from the topic.
+func Apply(ctx context.Context, hot Hot, o OptOut, raw []byte) error {
+	if o.Removed {
+		return hot.RemoveOptOut(ctx, o.DebtorID, o.Channel)
+	}
+	return hot.SetOptOut(ctx, o.DebtorID, o.Channel, raw)
 }

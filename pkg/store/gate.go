@@ -271,12 +271,6 @@ func ruleJSON(id string) string {
 
 var quotedRules sync.Map
 
-// SetOptOut records an opt-out the gate will read (value: the opt-out as
-// JSON; channel "all" stops every channel, "dnc" is a legal do-not-contact).
-func (s *Store) SetOptOut(ctx context.Context, debtorID, channel string, value []byte) error {
-	return s.rdb.HSet(ctx, s.keys.OptOuts(debtorID), channel, value).Err()
-}
-
 // Providers is the hash where every worker publishes its providers' breaker
 // states (field "<owner>|<provider>", value JSON with "updated").
 func (k Keys) Providers() string { return k.Prefix + "providers" }

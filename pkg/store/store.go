@@ -7,7 +7,9 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -181,6 +183,10 @@ type FinishRequest struct {
 	// Release lists the streams the contact was counted in, to uncount it:
 	// the send failed for certain before a provider accepted it.
 	Release []Stream
+	// Number, when set, is the phone number the message went to: it is
+	// indexed (as a digest) to its debtor, so an SMS reply from that number
+	// finds whom to opt out.
+	Number string
 }
 
 // ErrLeaseLost is returned by Finish when another worker took the intent over.
@@ -200,8 +206,17 @@ func (s *Store) Finish(ctx context.Context, r FinishRequest) (int64, error) {
 			keys = append(keys, s.keys.Stream(r.DebtorID, st))
 		}
 	}
-	res, err := s.run(ctx, s.finish, keys,
-		[]any{r.Owner, ms(r.Now), s.ttlSec, string(r.State), r.Reason, r.Channel, entry, release, r.ID})
+	args := []any{r.Owner, ms(r.Now), s.ttlSec, string(r.State), r.Reason, r.Channel, entry, release, r.ID, r.Entry.ProviderID}
+	var res any
+	if r.Number != "" {
+		res, err = s.evalWith(ctx, s.finish, keys, args, func(pipe redis.Pipeliner) {
+			k := s.keys.Number(r.Number)
+			pipe.SAdd(ctx, k, r.DebtorID)
+			pipe.Expire(ctx, k, numberTTL)
+		})
+	} else {
+		res, err = s.run(ctx, s.finish, keys, args)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("store: finish: %w", err)
 	}
@@ -323,6 +338,44 @@ func (s *Store) evalIndexed(ctx context.Context, sc *redis.Script, keys []string
 		}
 		return res.Val(), nil
 	}
+}
+
+// evalWith runs a script with more commands in the same pipeline.
+func (s *Store) evalWith(ctx context.Context, sc *redis.Script, keys []string, args []any, more func(redis.Pipeliner)) (any, error) {
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		res := sc.EvalSha(ctx, pipe, keys, args...)
+		more(pipe)
+		_, err := pipe.Exec(ctx)
+		if err != nil && attempt == 0 && isNoScript(res.Err()) {
+			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := res.Err(); err != nil {
+			return nil, err
+		}
+		if err != nil {
+			return nil, err
+		}
+		return res.Val(), nil
+	}
+}
+
+// numberTTL: how long an SMS reply from a number can be traced to its
+// debtors after the last message to it.
+const numberTTL = 400 * 24 * time.Hour
+
+// Number is the set of debtors messaged at a phone number (a digest of it).
+func (k Keys) Number(phone string) string {
+	sum := sha256.Sum256([]byte("number|" + phone))
+	return k.Prefix + "number:" + hex.EncodeToString(sum[:12])
+}
+
+// DebtorsAt returns the debtors messaged at phone.
+func (s *Store) DebtorsAt(ctx context.Context, phone string) ([]string, error) {
+	return s.rdb.SMembers(ctx, s.keys.Number(phone)).Result()
 }
 
 // run runs a script, loading it first if Redis lost it (restart, flush).

@@ -36,6 +36,8 @@ type Config struct {
 	RetryBase     time.Duration // DISPATCHER_RETRY_BASE
 	RetryMax      time.Duration // DISPATCHER_RETRY_MAX
 	RetryLimit    int           // DISPATCHER_RETRY_LIMIT
+	APIKeys       string        // DISPATCHER_API_KEYS: scope:sha256hex,…
+	OptOutKeys    string        // DISPATCHER_OPTOUT_KEYS: kid:secret,… (the first signs)
 	// SandboxJournal: DISPATCHER_SANDBOX_JOURNAL, a file where the sandbox
 	// appends every send and which it reads back at start.
 	SandboxJournal string
@@ -88,6 +90,8 @@ var envVars = [][2]string{
 	{"DISPATCHER_LOG_FORMAT", "json or text (default json; dev: text)"},
 	{"DISPATCHER_SANDBOX_JOURNAL", "file where the sandbox appends each send (JSON lines) and remembers sent ids across restarts"},
 	{"DISPATCHER_SANDBOX_LATENCY", "how long each sandbox send takes, like a provider's round trip (default 0)"},
+	{"DISPATCHER_API_KEYS", "API keys as scope:sha256hex,… (scopes read, write, admin); dev: a key kept in the data dir and printed"},
+	{"DISPATCHER_OPTOUT_KEYS", "opt-out link keys kid:secret,…; the first signs, all verify (rotation); dev: kept in the data dir"},
 	{"DISPATCHER_SMS_PROVIDER", "sandbox (default) or twilio"},
 	{"DISPATCHER_VOICE_PROVIDER", "sandbox (default) or twilio"},
 	{"DISPATCHER_EMAIL_PROVIDER", "sandbox (default) or smtp"},
@@ -184,6 +188,8 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 			c.Rates[strings.ToLower(ch)] = r
 		}
 	}
+	str("DISPATCHER_API_KEYS", &c.APIKeys)
+	str("DISPATCHER_OPTOUT_KEYS", &c.OptOutKeys)
 	str("DISPATCHER_TWILIO_ACCOUNT_SID", &c.Twilio.AccountSID)
 	str("DISPATCHER_TWILIO_AUTH_TOKEN", &c.Twilio.AuthToken)
 	str("DISPATCHER_TWILIO_FROM", &c.Twilio.From)
@@ -258,6 +264,12 @@ func (c Config) validate(dev bool) error {
 	var errs []error
 	if !dev && len(c.Brokers) == 0 {
 		errs = append(errs, errors.New("DISPATCHER_KAFKA_BROKERS is required outside dev mode"))
+	}
+	if !dev && c.APIKeys == "" {
+		errs = append(errs, errors.New("DISPATCHER_API_KEYS is required outside dev mode (the API refuses every request without a key)"))
+	}
+	if !dev && c.OptOutKeys == "" {
+		errs = append(errs, errors.New("DISPATCHER_OPTOUT_KEYS is required outside dev mode (opt-out links are signed with it)"))
 	}
 	if !dev && c.RedisURL == "" {
 		errs = append(errs, errors.New("DISPATCHER_REDIS_URL (or REDIS_URL) is required outside dev mode"))

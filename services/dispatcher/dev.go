@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/httpapi"
 )
 
 // runDev runs the whole service in one process with no setup.
@@ -66,6 +70,13 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		redisNote = cfg.RedisURL + " (in-process; set DISPATCHER_REDIS_URL for a real Redis)"
 	}
 
+	apiKey, err := devSecrets(&cfg, *dataDir)
+	if err != nil {
+		return err
+	}
+	if cfg.Twilio.AuthToken == "" {
+		log.Warn("DISPATCHER_TWILIO_AUTH_TOKEN is not set: dev mode accepts unsigned Twilio webhooks (production refuses them)")
+	}
 	s, err := NewService(ctx, cfg, Roles{Worker: true, API: true, Dev: true}, log)
 	if err != nil {
 		return err
@@ -76,14 +87,53 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
   kafka    %s  (embedded broker, data in %s; topics %s)
   redis    %s
   api      %s
-  status   curl %s/v1/intents/{id}
-  outbox   curl %s/v1/sandbox/outbox   (what the sandbox channels would have sent)
+  api key  %s
+  status   curl -H "Authorization: Bearer $KEY" %s/v1/intents/{id}
+  outbox   curl -H "Authorization: Bearer $KEY" %s/v1/sandbox/outbox   (what the sandbox channels would have sent)
   produce  go run ./services/dispatcher produce --count 100
 Stop with Ctrl-C.
-`, strings.Join(cfg.Brokers, ","), *dataDir, strings.Join(kafkaio.DefaultTopics.All(), " "), redisNote, api, api, api)
+`, strings.Join(cfg.Brokers, ","), *dataDir, strings.Join(kafkaio.DefaultTopics.All(), " "), redisNote, api, apiKey, api, api)
 	err = s.Run(ctx)
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	return err
+}
+
+// devSecrets gives dev mode an admin API key and an opt-out signing key
+// unless the environment sets them, kept in the data dir so that a restart
+// keeps the key you copied and the links already sent. It returns the API
+// key to print ("(from DISPATCHER_API_KEYS)" when the environment set it).
+func devSecrets(cfg *Config, dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "dev-secrets.json")
+	var sec struct {
+		APIKey       string `json:"api_key"`
+		OptOutSecret string `json:"optout_secret"`
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(b, &sec)
+	}
+	if sec.APIKey == "" || len(sec.OptOutSecret) < 32 {
+		sec.APIKey, sec.OptOutSecret = "dev-"+randomHex(16), randomHex(32)
+		b, _ := json.Marshal(sec)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return "", fmt.Errorf("dev secrets: %w", err)
+		}
+	}
+	shown := sec.APIKey
+	if cfg.APIKeys == "" {
+		cfg.APIKeys = "admin:" + httpapi.HashAPIKey(sec.APIKey)
+	} else {
+		shown = "(from DISPATCHER_API_KEYS)"
+	}
+	if cfg.OptOutKeys == "" {
+		cfg.OptOutKeys = "dev:" + sec.OptOutSecret
+	}
+	return shown, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/testenv"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/httpapi"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/sample"
 )
 
@@ -48,7 +49,8 @@ func startDev(t *testing.T, dataDir string, kafkaPort int, journal string) *devP
 		}
 	}
 	cmd.Env = append(cmd.Env, "DISPATCHER_BE_MAIN=1", "DISPATCHER_HTTP_ADDR=127.0.0.1:0",
-		"DISPATCHER_SANDBOX_JOURNAL="+journal, "DISPATCHER_LOG_LEVEL=warn", "DISPATCHER_PROFILE="+openProfile(t))
+		"DISPATCHER_SANDBOX_JOURNAL="+journal, "DISPATCHER_LOG_LEVEL=warn", "DISPATCHER_PROFILE="+openProfile(t),
+		"DISPATCHER_API_KEYS=admin:"+httpapi.HashAPIKey(testAPIKey))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/testenv"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/httpapi"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/sample"
 )
 
@@ -39,6 +40,12 @@ type harness struct {
 	// otherwise, so delivery tests do not depend on the time of day.
 	profile string
 }
+
+// testAPIKey is the admin key every test service accepts.
+const testAPIKey = "test-admin-key-0123456789"
+
+// testOptOutKeys signs and verifies the tests' opt-out links.
+const testOptOutKeys = "t1:test-optout-secret-0123456789abcdef"
 
 func newHarness(t *testing.T, partitions int) *harness {
 	t.Helper()
@@ -60,7 +67,18 @@ func openProfile(t *testing.T) string {
 }
 
 func (h *harness) config() Config {
-	cfg, err := configFromEnv(func(k string) string { return h.vars[k] }, true)
+	cfg, err := configFromEnv(func(k string) string {
+		if v, ok := h.vars[k]; ok {
+			return v
+		}
+		switch k {
+		case "DISPATCHER_API_KEYS":
+			return "admin:" + httpapi.HashAPIKey(testAPIKey)
+		case "DISPATCHER_OPTOUT_KEYS":
+			return testOptOutKeys
+		}
+		return ""
+	}, true)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -82,6 +100,8 @@ func (h *harness) env() []string {
 		"DISPATCHER_LOG_LEVEL=warn",
 		"DISPATCHER_HTTP_ADDR=127.0.0.1:0",
 		"DISPATCHER_PROFILE=" + h.profile,
+		"DISPATCHER_API_KEYS=admin:" + httpapi.HashAPIKey(testAPIKey),
+		"DISPATCHER_OPTOUT_KEYS=" + testOptOutKeys,
 	}, h.extraEnv...)
 }
 
@@ -201,9 +221,29 @@ func (h *harness) consumeAll(topic string, atLeast int) []*kgo.Record {
 	}
 }
 
+// api makes a request with the test API key.
+func api(t *testing.T, method, url, body string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return res
+}
+
 func getJSON(t *testing.T, url string, into any) int {
 	t.Helper()
-	res, err := http.Get(url)
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -466,10 +506,7 @@ func TestHTTPIntake(t *testing.T) {
 	g := sample.New(7, 10, time.Now())
 
 	in := g.Next()
-	res, err := http.Post(svc.base+"/v1/intents", "application/json", bytes.NewReader(mustJSON(t, in)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := api(t, http.MethodPost, svc.base+"/v1/intents", string(mustJSON(t, in)))
 	var acc struct {
 		ID        string `json:"id"`
 		State     string `json:"state"`
@@ -491,10 +528,7 @@ func TestHTTPIntake(t *testing.T) {
 	}
 
 	// The same id again is recognised, not written again.
-	res, err = http.Post(svc.base+"/v1/intents", "application/json", bytes.NewReader(mustJSON(t, in)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res = api(t, http.MethodPost, svc.base+"/v1/intents", string(mustJSON(t, in)))
 	var again map[string]any
 	json.NewDecoder(res.Body).Decode(&again)
 	res.Body.Close()
@@ -519,10 +553,7 @@ func TestHTTPIntake(t *testing.T) {
 		{"too large", append([]byte(`{"id":"`), bytes.Repeat([]byte("a"), intent.MaxSize)...), 413, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := http.Post(svc.base+"/v1/intents", "application/json", bytes.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
+			res := api(t, http.MethodPost, svc.base+"/v1/intents", string(tc.body))
 			defer res.Body.Close()
 			var p struct {
 				Error  string              `json:"error"`

@@ -25,6 +25,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/catalog"
 	"github.com/contactd/dispatcher/pkg/channel/breaker"
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
+	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/optout"
 	"github.com/contactd/dispatcher/pkg/policy"
@@ -84,6 +85,14 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	if s.Profile, err = policy.Load(configFS(cfg.ConfigDir), cfg.Profile); err != nil {
 		return nil, fmt.Errorf("policy profile %s: %w", cfg.Profile, err)
 	}
+	optoutKeys, err := optout.ParseKeys(cfg.OptOutKeys)
+	if err != nil {
+		return nil, fmt.Errorf("DISPATCHER_OPTOUT_KEYS: %w", err)
+	}
+	apiKeys, err := httpapi.ParseAPIKeys(cfg.APIKeys)
+	if err != nil {
+		return nil, fmt.Errorf("DISPATCHER_API_KEYS: %w", err)
+	}
 	rdb, err := redisClient(cfg.RedisURL)
 	if err != nil {
 		return nil, err
@@ -120,6 +129,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	}
 	s.breakers = breakers
 
+	recorder := &optout.Recorder{Topic: topics.OptOuts, Pub: s.writer, Hot: s.store}
 	if roles.Worker {
 		s.reader = kafka.NewReader(kafkaio.ReaderConfig(cfg.Brokers, cfg.Group, topics.Intents))
 		s.worker, err = worker.New(worker.Config{
@@ -128,7 +138,8 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		}, worker.Deps{
 			Reader: s.reader, Publisher: s.writer, Store: s.store, Templates: cat, Profile: s.Profile,
 			Senders: senders, Topics: topics, Metrics: worker.NewMetrics(s.Reg), Log: log,
-			OptOuts: &optout.Recorder{Topic: topics.OptOuts, Pub: s.writer, Hot: s.store},
+			OptOuts:     recorder,
+			OptOutLinks: optoutLinks(optoutKeys, cfg.PublicBaseURL),
 		})
 		if err != nil {
 			return nil, err
@@ -141,6 +152,9 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	d := httpapi.Deps{
 		Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
 		Profile: s.Profile, Contacts: s.store, Ops: s.store, Resolver: s.store,
+		OptOuts: recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
+		PublicBaseURL: cfg.PublicBaseURL, TwilioAuthToken: cfg.Twilio.AuthToken, AllowUnsigned: roles.Dev,
+		APIKeys: apiKeys,
 		Ready:   []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping}},
 		OpsOnly: !roles.API,
 	}
@@ -235,14 +249,30 @@ func (s *Service) Close() {
 }
 
 // rebuild restores the hot state from Kafka when Redis does not have it (a
-// new or wiped Redis, or dev mode's in-process one): intent records, so that
-// an id decided before is still recognised.
+// new or wiped Redis, or dev mode's in-process one): opt-outs first (they
+// must hold before anything is decided), then intent records, so that an
+// id decided before is still recognised.
 func (s *Service) rebuild(ctx context.Context) error {
 	need, err := s.store.NeedsRebuild(ctx)
 	if err != nil || !need {
 		return err
 	}
 	start := time.Now()
+	optouts, _, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.OptOuts, 1000, func(ms []kafka.Message) error {
+		for _, m := range ms {
+			var o optout.OptOut
+			if m.Value == nil || json.Unmarshal(m.Value, &o) != nil || o.DebtorID == "" || o.Channel == "" {
+				continue
+			}
+			if err := optout.Apply(ctx, s.store, o, m.Value); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("rebuilding opt-outs from %s: %w", kafkaio.DefaultTopics.OptOuts, err)
+	}
 	applied := 0
 	n, _, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, 1000, func(ms []kafka.Message) error {
 		evs := make([]status.Event, 0, len(ms))
@@ -261,8 +291,20 @@ func (s *Service) rebuild(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("rebuilding intent records from %s: %w", kafkaio.DefaultTopics.Status, err)
 	}
-	s.log.Info("state rebuilt from Kafka", "status_events", n, "entries_applied", applied, "took", time.Since(start).Round(time.Millisecond))
+	s.log.Info("state rebuilt from Kafka", "optout_records", optouts, "status_events", n, "entries_applied", applied, "took", time.Since(start).Round(time.Millisecond))
 	return s.store.MarkRebuilt(ctx, time.Now())
+}
+
+// optoutLinks makes the debtor's signed opt-out link for a channel.
+func optoutLinks(keys *optout.Keys, base string) func(debtorID string, ch intent.Channel) (string, error) {
+	base = strings.TrimRight(base, "/")
+	return func(debtorID string, ch intent.Channel) (string, error) {
+		tok, err := keys.Sign(optout.Claims{DebtorID: debtorID, Channel: string(ch), Expires: time.Now().Add(optout.DefaultTokenTTL)})
+		if err != nil {
+			return "", err
+		}
+		return base + "/u/" + tok, nil
+	}
 }
 
 // configFS is the configs built into the binary, or the directory that

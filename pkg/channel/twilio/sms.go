@@ -52,7 +52,7 @@ func (s *SMS) Send(ctx context.Context, m channel.Message) (channel.Receipt, err
 		p.SetFrom(s.c.cfg.From)
 	}
 	if s.c.cfg.StatusCallbackURL != "" {
-		p.SetStatusCallback(s.c.cfg.StatusCallbackURL)
+		p.SetStatusCallback(callbackURL(s.c.cfg.StatusCallbackURL, m))
 	}
 	o := s.c.call(ctx, func(api *openapi.ApiService) (string, error) {
 		msg, err := api.CreateMessage(p)

@@ -295,3 +295,18 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// callbackURL names the intent in the status callback's query, so a
+// callback finds its intent without an index of provider ids. Twilio signs
+// the URL with its query.
+func callbackURL(base string, m channel.Message) string {
+	u, err := url.Parse(base)
+	if err != nil || m.IntentID == "" {
+		return base
+	}
+	q := u.Query()
+	q.Set("intent_id", m.IntentID)
+	q.Set("debtor_id", m.DebtorID)
+	u.RawQuery = q.Encode()
+	return u.String()
+}

@@ -59,7 +59,7 @@ func (v *Voice) Send(ctx context.Context, m channel.Message) (channel.Receipt, e
 	p := &openapi.CreateCallParams{}
 	p.SetTo(m.To).SetFrom(v.c.cfg.From).SetTwiml(tw)
 	if v.c.cfg.StatusCallbackURL != "" {
-		p.SetStatusCallback(v.c.cfg.StatusCallbackURL).
+		p.SetStatusCallback(callbackURL(v.c.cfg.StatusCallbackURL, m)).
 			SetStatusCallbackEvent(callEvents).
 			SetStatusCallbackMethod(http.MethodPost)
 	}

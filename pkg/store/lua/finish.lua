@@ -13,6 +13,7 @@
 -- ARGV[7]  timeline entry, JSON; its seq is the number in its field name e:<seq>
 -- ARGV[8]  "1" to release the contact slot, else "0"
 -- ARGV[9]  intent id (the member to release)
+-- ARGV[10] the provider's id of the message or call (may be empty)
 --
 -- Returns {outcome, state, seq}:
 --   "ok"    recorded; seq is the new entry's
@@ -26,6 +27,7 @@ end
 local seq = redis.call('HINCRBY', rec, 'seq', 1)
 redis.call('HSET', rec, 'state', ARGV[4], 'reason', ARGV[5], 'updated', ARGV[2], 'e:' .. seq, ARGV[7])
 if ARGV[6] ~= '' then redis.call('HSET', rec, 'channel', ARGV[6]) end
+if ARGV[10] ~= '' then redis.call('HSET', rec, 'provider_id', ARGV[10]) end
 redis.call('HDEL', rec, 'owner', 'lease')
 redis.call('EXPIRE', rec, ARGV[3])
 if ARGV[8] == '1' then

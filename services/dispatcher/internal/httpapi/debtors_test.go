@@ -13,6 +13,7 @@ import (
 
 	"github.com/contactd/dispatcher/configs"
 	"github.com/contactd/dispatcher/pkg/catalog"
+	"github.com/contactd/dispatcher/pkg/optout"
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
@@ -38,7 +39,18 @@ func newServer(t *testing.T, profile string, now time.Time) (*Server, *store.Sto
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys, err := optout.ParseKeys(testOptOutKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiKeys, err := ParseAPIKeys("admin:" + HashAPIKey(adminKey) + ",read:" + HashAPIKey(readKey) + ",write:" + HashAPIKey(writeKey))
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := New(Deps{Publisher: nopPublisher{}, Store: st, Contacts: st, Templates: cat, Profile: prof,
+		OptOuts: &optout.Recorder{Topic: "reminders.optouts", Pub: nopPublisher{}, Hot: st}, OptOutReader: st,
+		OptOutKeys: keys, Webhooks: st, APIKeys: apiKeys, PublicBaseURL: "https://collect.bank.example",
+		TwilioAuthToken: twilioToken, PublicRate: 1000,
 		Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
@@ -46,10 +58,26 @@ func newServer(t *testing.T, profile string, now time.Time) (*Server, *store.Sto
 	return s, st
 }
 
+const (
+	adminKey       = "admin-key-for-tests"
+	readKey        = "read-key-for-tests"
+	writeKey       = "write-key-for-tests"
+	testOptOutKeys = "k2:new-secret-0123456789abcdef,k1:old-secret-0123456789abcdef"
+	twilioToken    = "twilio-auth-token-test"
+)
+
 func serve(t *testing.T, s *Server, method, path, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	return serveAs(t, s, adminKey, method, path, body)
+}
+
+func serveAs(t *testing.T, s *Server, key, method, path, body string) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
 	rr := httptest.NewRecorder()
 	s.Handler().ServeHTTP(rr, req)
 	return rr

@@ -17,11 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/time/rate"
 
 	"github.com/contactd/dispatcher/pkg/channel"
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
+	"github.com/contactd/dispatcher/pkg/optout"
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
@@ -57,6 +59,21 @@ type Deps struct {
 	Ready     []Check
 	Sandbox   *sandbox.Sandbox // dev only: exposes /v1/sandbox
 	Gatherer  prometheus.Gatherer
+
+	// Opt-outs and webhooks.
+	OptOuts       OptOutRecorder
+	OptOutReader  OptOutReader
+	OptOutKeys    *optout.Keys // verify opt-out links
+	Webhooks      Webhooks
+	PublicBaseURL string // as the outside (Twilio) sees it: webhook signatures cover it
+	// TwilioAuthToken checks X-Twilio-Signature on webhooks. Without it,
+	// webhooks are refused unless AllowUnsigned (dev mode).
+	TwilioAuthToken string
+	AllowUnsigned   bool
+	// APIKeys guard /v1. PublicRate is the per-IP request rate on /u and
+	// the webhooks (default 5/s, burst 20).
+	APIKeys    []APIKey
+	PublicRate float64
 	// OpsOnly serves only /healthz, /readyz and /metrics (a worker process).
 	OpsOnly bool
 	Log     *slog.Logger
@@ -71,8 +88,9 @@ type Server struct {
 
 // New builds the routes.
 func New(d Deps) (*Server, error) {
-	if !d.OpsOnly && (d.Publisher == nil || d.Store == nil || d.Templates == nil || d.Profile == nil || d.Contacts == nil) {
-		return nil, errors.New("httpapi: publisher, store, contacts, templates and profile are required")
+	if !d.OpsOnly && (d.Publisher == nil || d.Store == nil || d.Templates == nil || d.Profile == nil || d.Contacts == nil ||
+		d.OptOuts == nil || d.OptOutReader == nil || d.Webhooks == nil) {
+		return nil, errors.New("httpapi: publisher, store, contacts, opt-outs, webhooks, templates and profile are required")
 	}
 	if d.Now == nil {
 		d.Now = time.Now
@@ -97,17 +115,41 @@ func New(d Deps) (*Server, error) {
 	if d.OpsOnly {
 		return s, nil
 	}
+	read, write, admin := s.requireScope(ScopeRead), s.requireScope(ScopeWrite), s.requireScope(ScopeAdmin)
 	v1 := s.e.Group("/v1")
-	v1.POST("/intents", s.postIntent)
-	v1.GET("/intents/:id", s.getIntent)
-	v1.POST("/intents/:id/resolution", s.postResolution)
-	v1.GET("/debtors/:id/contacts", s.getContacts)
-	v1.POST("/debtors/:id/conversations", s.postConversation)
-	v1.GET("/ops/summary", s.getSummary)
+	v1.POST("/intents", s.postIntent, write)
+	v1.GET("/intents/:id", s.getIntent, read)
+	v1.POST("/intents/:id/resolution", s.postResolution, admin)
+	v1.GET("/debtors/:id/contacts", s.getContacts, read)
+	v1.POST("/debtors/:id/conversations", s.postConversation, write)
+	v1.GET("/debtors/:id/optouts", s.getOptOuts, read)
+	v1.PUT("/debtors/:id/optouts", s.putOptOut, write)
+	v1.DELETE("/debtors/:id/optouts", s.deleteOptOut, write)
+	v1.PUT("/debtors/:id/optouts/:channel", s.putOptOut, write)
+	v1.DELETE("/debtors/:id/optouts/:channel", s.deleteOptOut, write)
+	v1.GET("/ops/summary", s.getSummary, read)
 	if d.Sandbox != nil {
-		v1.GET("/sandbox/outbox", s.outbox)
-		v1.PUT("/sandbox/faults/:channel", s.putFault)
+		v1.GET("/sandbox/outbox", s.outbox, read)
+		v1.PUT("/sandbox/faults/:channel", s.putFault, admin)
 	}
+
+	// Public routes: signed, and rate-limited per client IP.
+	perSec := d.PublicRate
+	if perSec == 0 {
+		perSec = 5
+	}
+	limit := middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
+		Store: middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
+			Rate: rate.Limit(perSec), Burst: int(4 * perSec), ExpiresIn: 3 * time.Minute,
+		}),
+		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
+	})
+	if d.OptOutKeys != nil {
+		s.e.GET("/u/:token", s.getUnsubscribe, limit)
+		s.e.POST("/u/:token", s.postUnsubscribe, limit)
+	}
+	s.e.POST("/webhooks/twilio/status", s.postStatus, limit, s.twilioSigned)
+	s.e.POST("/webhooks/twilio/inbound", s.postInbound, limit, s.twilioSigned)
 	return s, nil
 }
 

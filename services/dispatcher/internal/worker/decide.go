@@ -478,6 +478,10 @@ func (w *Worker) finish(ctx context.Context, token string, in intent.Intent, ch 
 // finishEntry records the outcome of an attempt and returns its entry (Seq
 // 0 if another worker took the intent over) and events.
 func (w *Worker) finishEntry(ctx context.Context, token string, in intent.Intent, ch intent.Channel, st status.State, reason string, e status.Entry, release ...store.Stream) (status.Entry, []kafka.Message, error) {
+	var number string
+	if st == status.Sent && (ch == intent.SMS || ch == intent.Voice) {
+		number = in.To.Phone // a reply from it must find this debtor
+	}
 	now := w.Now().UTC()
 	if e.At.IsZero() {
 		e.At = now
@@ -485,7 +489,7 @@ func (w *Worker) finishEntry(ctx context.Context, token string, in intent.Intent
 	e.State, e.Reason, e.Worker = st, reason, w.cfg.Owner
 	seq, err := w.Store.Finish(ctx, store.FinishRequest{
 		ID: in.ID, DebtorID: in.DebtorID, Owner: token, Now: now,
-		State: st, Reason: reason, Channel: string(ch), Entry: e, Release: release,
+		State: st, Reason: reason, Channel: string(ch), Entry: e, Release: release, Number: number,
 	})
 	if errors.Is(err, store.ErrLeaseLost) {
 		// We overran the lease and another worker took the intent over; its
@@ -567,6 +571,11 @@ func (w *Worker) render(in intent.Intent, ch intent.Channel) (channel.Message, e
 	}
 	for _, f := range c.Fields {
 		m.Fields = append(m.Fields, channel.Field{Key: f.Key, Value: f.Value})
+	}
+	if c.OptOutLink && w.OptOutLinks != nil && ch != intent.Voice {
+		if m.OptOutURL, err = w.OptOutLinks(in.DebtorID, ch); err != nil {
+			return channel.Message{}, err
+		}
 	}
 	return m, nil
 }

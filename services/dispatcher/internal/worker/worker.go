@@ -127,10 +127,13 @@ type Deps struct {
 	Profile   *policy.Profile // the compliance policy every contact passes
 	Senders   map[intent.Channel]Sender
 	OptOuts   OptOuts // records opt-outs a provider reports
-	Topics    kafkaio.Topics
-	Metrics   *Metrics
-	Log       *slog.Logger
-	Now       func() time.Time
+	// OptOutLinks makes a debtor's signed opt-out link for a channel, put
+	// in messages whose template carries one. Nil: no links.
+	OptOutLinks func(debtorID string, ch intent.Channel) (string, error)
+	Topics      kafkaio.Topics
+	Metrics     *Metrics
+	Log         *slog.Logger
+	Now         func() time.Time
 }
 
 // Worker consumes intents. Run it once.

@@ -1,0 +1,31 @@
+-- optout.lua — set or remove one field of a debtor's opt-out hash, keeping
+-- the "dnc" field (what the gate reads for legal do-not-contact states) in
+-- step with the "dnc:<state>" fields.
+--
+-- KEYS[1]  the debtor's opt-out hash
+-- ARGV[1]  field: a channel, "all", or "dnc:<state>"
+-- ARGV[2]  "set" or "remove"
+-- ARGV[3]  value (JSON of the opt-out) when setting
+--
+-- Returns 1 if the hash changed, else 0.
+local h, f = KEYS[1], ARGV[1]
+local changed
+if ARGV[2] == 'set' then
+  changed = redis.call('HSET', h, f, ARGV[3])
+  changed = 1
+else
+  changed = redis.call('HDEL', h, f)
+end
+if string.sub(f, 1, 4) == 'dnc:' then
+  local states = {}
+  for _, k in ipairs(redis.call('HKEYS', h)) do
+    if string.sub(k, 1, 4) == 'dnc:' then table.insert(states, string.sub(k, 5)) end
+  end
+  if #states > 0 then
+    table.sort(states)
+    redis.call('HSET', h, 'dnc', table.concat(states, ','))
+  else
+    redis.call('HDEL', h, 'dnc')
+  end
+end
+return changed

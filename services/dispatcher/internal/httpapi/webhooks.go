@@ -1,0 +1,194 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/segmentio/kafka-go"
+	twclient "github.com/twilio/twilio-go/client"
+
+	"github.com/contactd/dispatcher/pkg/intent"
+	"github.com/contactd/dispatcher/pkg/optout"
+	"github.com/contactd/dispatcher/pkg/policy"
+	"github.com/contactd/dispatcher/pkg/status"
+	"github.com/contactd/dispatcher/pkg/store"
+)
+
+// Webhooks is what the provider webhooks work with.
+type Webhooks interface {
+	Callback(ctx context.Context, debtorID, id, providerID string, e status.Entry) (store.CallbackResult, error)
+	RecordEvent(ctx context.Context, debtorID string, st store.Stream, member string, at time.Time, retention time.Duration) error
+	DebtorsAt(ctx context.Context, phone string) ([]string, error)
+}
+
+// OptOutRecorder records opt-outs: the topic first, then Redis.
+type OptOutRecorder interface {
+	Record(ctx context.Context, o optout.OptOut) error
+}
+
+// twilioSigned checks X-Twilio-Signature over the URL Twilio called (the
+// public base URL and the request's path and query) and the form
+// parameters. Without an auth token, requests pass only when AllowUnsigned
+// (dev mode) says so; otherwise they are refused.
+func (s *Server) twilioSigned(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if s.TwilioAuthToken == "" {
+			if s.AllowUnsigned {
+				return next(c)
+			}
+			return echo.NewHTTPError(http.StatusForbidden, "webhooks need DISPATCHER_TWILIO_AUTH_TOKEN")
+		}
+		if err := r.ParseForm(); err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, "unreadable form")
+		}
+		params := map[string]string{}
+		for k, v := range r.PostForm {
+			if len(v) > 0 {
+				params[k] = v[0]
+			}
+		}
+		url := strings.TrimRight(s.PublicBaseURL, "/") + r.URL.RequestURI()
+		v := twclient.NewRequestValidator(s.TwilioAuthToken)
+		if !v.Validate(url, params, r.Header.Get("X-Twilio-Signature")) {
+			return echo.NewHTTPError(http.StatusForbidden, "bad signature")
+		}
+		return next(c)
+	}
+}
+
+// twiml is a TwiML reply.
+type twiml struct {
+	XMLName xml.Name `xml:"Response"`
+	Message string   `xml:"Message,omitempty"`
+}
+
+func replyTwiML(c echo.Context, msg string) error {
+	b, _ := xml.Marshal(twiml{Message: msg})
+	return c.Blob(http.StatusOK, "application/xml", append([]byte(xml.Header), b...))
+}
+
+// postInbound handles a reply to our SMS: TD, 退订, STOP … opt the number's
+// debtors out of SMS; START and UNSTOP opt them back in; HELP answers with
+// the bank's contact line.
+func (s *Server) postInbound(c echo.Context) error {
+	r := c.Request()
+	from, body := r.FormValue("From"), r.FormValue("Body")
+	lang := "en"
+	if strings.HasPrefix(from, "+86") {
+		lang = "zh-CN"
+	}
+	bank := s.bank(lang)
+	kw := optout.ParseKeyword(body)
+	if kw == optout.KeywordNone {
+		return replyTwiML(c, "")
+	}
+	if kw == optout.KeywordHelp {
+		if lang == "zh-CN" {
+			return replyTwiML(c, bank["name"]+"客服电话"+bank["phone"]+"。回复TD退订。")
+		}
+		return replyTwiML(c, bank["name"]+": call "+bank["phone"]+". Reply STOP to opt out.")
+	}
+	ctx := r.Context()
+	debtors, err := s.Webhooks.DebtorsAt(ctx, from)
+	if err != nil {
+		return err
+	}
+	now := s.Now().UTC()
+	for _, d := range debtors {
+		o := optout.OptOut{DebtorID: d, Channel: string(intent.SMS), Source: optout.SourceSMSKeyword, Reason: "reply " + kw.String(), At: now}
+		if kw == optout.KeywordStart {
+			o.Removed = true
+		}
+		if err := s.OptOuts.Record(ctx, o); err != nil {
+			return err
+		}
+	}
+	s.Log.Info("SMS keyword", "keyword", kw.String(), "debtors", len(debtors), "from", intent.MaskPhone(from))
+	switch {
+	case kw == optout.KeywordStart && lang == "zh-CN":
+		return replyTwiML(c, "您已重新订阅"+bank["name"]+"的短信通知。回复TD退订。")
+	case kw == optout.KeywordStart:
+		return replyTwiML(c, "You will receive "+bank["name"]+" text messages again. Reply STOP to opt out.")
+	case lang == "zh-CN":
+		return replyTwiML(c, "您已退订"+bank["name"]+"的短信通知，不会再收到此类短信。客服电话"+bank["phone"]+"。")
+	default:
+		return replyTwiML(c, "You will not receive "+bank["name"]+" text messages any more. Questions: "+bank["phone"]+".")
+	}
+}
+
+// messageStates maps Twilio's message statuses to ours.
+var messageStates = map[string]status.State{
+	"queued": status.Sent, "accepted": status.Sent, "scheduled": status.Sent, "sending": status.Sent, "sent": status.Sent,
+	"delivered": status.Delivered, "read": status.Delivered,
+	"undelivered": status.Undelivered, "failed": status.Failed,
+}
+
+// callStates maps Twilio's call statuses to ours; answered calls also count
+// as connected for the voice caps.
+var callStates = map[string]status.State{
+	"queued": status.Sent, "initiated": status.Sent, "ringing": status.Sent, "in-progress": status.Sent, "answered": status.Sent,
+	"completed": status.Delivered, "busy": status.Undelivered, "no-answer": status.Undelivered, "canceled": status.Undelivered,
+	"failed": status.Failed,
+}
+
+// postStatus handles Twilio's delivery and call-progress callbacks. It moves
+// an intent forward only; a late or repeated callback changes nothing.
+func (s *Server) postStatus(c echo.Context) error {
+	r := c.Request()
+	id, debtor := r.URL.Query().Get("intent_id"), r.URL.Query().Get("debtor_id")
+	if id == "" || debtor == "" {
+		return c.NoContent(http.StatusNoContent) // not one of ours
+	}
+	var st status.State
+	var sid, raw string
+	var ok bool
+	if sid = r.FormValue("CallSid"); sid != "" {
+		raw = r.FormValue("CallStatus")
+		st, ok = callStates[raw]
+	} else {
+		sid, raw = r.FormValue("MessageSid"), r.FormValue("MessageStatus")
+		st, ok = messageStates[raw]
+	}
+	if !ok {
+		return c.NoContent(http.StatusNoContent)
+	}
+	ctx := r.Context()
+	now := s.Now().UTC()
+	if r.FormValue("CallSid") != "" && (raw == "in-progress" || raw == "answered" || raw == "completed") && r.FormValue("AnsweredBy") != "machine_start" {
+		// A connected call counts against the daily cap of connected calls.
+		st := store.Stream{Event: policy.EventConnected, Channel: string(intent.Voice), Scope: policy.ScopeDebtor}
+		if err := s.Webhooks.RecordEvent(ctx, debtor, st, sid, now, s.Profile.MaxLookback()); err != nil {
+			return err
+		}
+	}
+	e := status.Entry{At: now, State: st, Reason: "callback", Provider: "twilio", ProviderID: sid,
+		ErrorCode: r.FormValue("ErrorCode"), Detail: "twilio: " + raw}
+	res, err := s.Webhooks.Callback(ctx, debtor, id, sid, e)
+	if err != nil {
+		return err
+	}
+	if res.Outcome == "ok" {
+		e.Seq = res.Seq
+		ev, _ := json.Marshal(status.TransitionEvent(id, debtor, e))
+		if err := s.Publisher.WriteMessages(ctx, kafka.Message{Topic: s.Topics.Status, Key: []byte(id), Value: ev}); err != nil {
+			s.Log.Warn("callback recorded but its event not published", "intent_id", id, "err", err)
+		}
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// bank returns the bank's name and phone in lang.
+func (s *Server) bank(lang string) map[string]string {
+	if b, ok := s.Templates.(interface {
+		Bank(string) map[string]string
+	}); ok {
+		return b.Bank(lang)
+	}
+	return map[string]string{}
+}
