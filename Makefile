@@ -24,6 +24,9 @@ FUZZTIME ?= 10s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeValidate$$' -fuzztime $(FUZZTIME) ./pkg/intent/
 	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime $(FUZZTIME) ./pkg/catalog/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./pkg/optout/
+	$(GO) test -run '^$$' -fuzz '^FuzzSignVerify$$' -fuzztime $(FUZZTIME) ./pkg/optout/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKeyword$$' -fuzztime $(FUZZTIME) ./pkg/optout/
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o dispatcher ./services/dispatcher

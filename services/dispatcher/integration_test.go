@@ -83,7 +83,10 @@ func (h *harness) config() Config {
 		h.t.Fatal(err)
 	}
 	cfg.Brokers, cfg.RedisURL, cfg.RedisPrefix = h.brokers, h.redis, h.prefix
-	cfg.HTTPAddr, cfg.SandboxJournal = "127.0.0.1:0", h.journal
+	cfg.SandboxJournal = h.journal
+	if h.vars["DISPATCHER_HTTP_ADDR"] == "" {
+		cfg.HTTPAddr = "127.0.0.1:0"
+	}
 	cfg.Profile = h.profile
 	return cfg
 }
