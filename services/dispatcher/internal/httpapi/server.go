@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -155,6 +156,21 @@ func New(d Deps) (*Server, error) {
 
 // Handler returns the http.Handler serving every route.
 func (s *Server) Handler() http.Handler { return s.e }
+
+// Route is one method and path the server answers (Echo's :param form).
+type Route struct{ Method, Path string }
+
+// Routes lists every route, for the OpenAPI parity test.
+func (s *Server) Routes() []Route {
+	var out []Route
+	for _, r := range s.e.Routes() {
+		if r.Method == "echo_route_not_found" || strings.HasPrefix(r.Method, "echo_") {
+			continue
+		}
+		out = append(out, Route{Method: r.Method, Path: r.Path})
+	}
+	return out
+}
 
 // Problem is the body of every error response.
 type Problem struct {
