@@ -198,3 +198,35 @@ func SourceHeaders(m kafka.Message) []kafka.Header {
 
 // HostPort joins a host and port for broker addresses.
 func HostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
+// Lag returns, per partition of topic, how many records the group has not
+// committed yet.
+func (c *Client) Lag(ctx context.Context, group, topic string) (map[int]int64, error) {
+	md, err := c.c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil || len(md.Topics) != 1 {
+		return nil, fmt.Errorf("lag: metadata: %v", err)
+	}
+	var parts []int
+	var reqs []kafka.OffsetRequest
+	for _, p := range md.Topics[0].Partitions {
+		parts = append(parts, p.ID)
+		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
+	}
+	ends, err := c.c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("lag: list offsets: %w", err)
+	}
+	got, err := c.c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		return nil, fmt.Errorf("lag: offset fetch: %w", err)
+	}
+	committed := map[int]int64{}
+	for _, p := range got.Topics[topic] {
+		committed[p.Partition] = max(p.CommittedOffset, 0)
+	}
+	out := map[int]int64{}
+	for _, p := range ends.Topics[topic] {
+		out[p.Partition] = max(p.LastOffset-committed[p.Partition], 0)
+	}
+	return out, nil
+}

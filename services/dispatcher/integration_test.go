@@ -36,6 +36,8 @@ type harness struct {
 	extraEnv []string
 	// vars is the environment in-process services read their config from.
 	vars map[string]string
+	// logs, when set, receives every started service's debug logs as JSON.
+	logs io.Writer
 	// profile is the policy profile: testdata/open.yaml unless a test says
 	// otherwise, so delivery tests do not depend on the time of day.
 	profile string
@@ -120,6 +122,9 @@ func (h *harness) start(roles Roles) *running {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if h.logs != nil {
+		log = slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	s, err := NewService(ctx, h.config(), roles, log)
 	if err != nil {
 		cancel()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/httpapi"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/scheduler"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/worker"
 )
@@ -60,6 +62,7 @@ type Service struct {
 	ln       net.Listener
 	sched    *scheduler.Scheduler
 	breakers []*breaker.Breaker
+	ops      *opsdata.Recorder
 	Sandbox  *sandbox.Sandbox
 	Profile  *policy.Profile
 	Reg      *prometheus.Registry
@@ -130,6 +133,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	s.breakers = breakers
 
 	recorder := &optout.Recorder{Topic: topics.OptOuts, Pub: s.writer, Hot: s.store}
+	s.ops = opsdata.NewRecorder()
 	if roles.Worker {
 		s.reader = kafka.NewReader(kafkaio.ReaderConfig(cfg.Brokers, cfg.Group, topics.Intents))
 		s.worker, err = worker.New(worker.Config{
@@ -139,12 +143,13 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 			Reader: s.reader, Publisher: s.writer, Store: s.store, Templates: cat, Profile: s.Profile,
 			Senders: senders, Topics: topics, Metrics: worker.NewMetrics(s.Reg), Log: log,
 			OptOuts:     recorder,
+			Ops:         s.ops,
 			OptOutLinks: optoutLinks(optoutKeys, cfg.PublicBaseURL),
 		})
 		if err != nil {
 			return nil, err
 		}
-		s.sched = scheduler.New(scheduler.Config{Owner: s.Owner, Brokers: cfg.Brokers, Topics: topics},
+		s.sched = scheduler.New(scheduler.Config{Owner: s.Owner, Brokers: cfg.Brokers, Topics: topics, Ops: s.ops},
 			s.store, s.writer, s.kc, log, nil, s.Reg)
 	}
 	// Every process serves HTTP: the API role the whole API, a worker only
@@ -154,7 +159,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		Profile: s.Profile, Contacts: s.store, Ops: s.store, Resolver: s.store,
 		OptOuts: recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
 		PublicBaseURL: cfg.PublicBaseURL, TwilioAuthToken: cfg.Twilio.AuthToken, AllowUnsigned: roles.Dev,
-		APIKeys: apiKeys,
+		APIKeys: apiKeys, OpsRec: s.ops, OpsData: opsView{rdb: rdb, prefix: cfg.RedisPrefix},
 		Ready:   []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping}},
 		OpsOnly: !roles.API,
 	}
@@ -200,11 +205,21 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.ops.Run(wctx, s.rdb, s.cfg.RedisPrefix, 2*time.Second)
+	}()
 	if s.worker != nil {
 		wg.Add(3)
 		go func() {
 			defer wg.Done()
 			publishProviders(wctx, s.store, s.Owner, s.breakers, 5*time.Second, s.log)
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.watchLag(wctx, 15*time.Second)
 		}()
 		go func() {
 			defer wg.Done()
@@ -229,6 +244,10 @@ func (s *Service) Run(ctx context.Context) error {
 		scancel()
 	}
 	wg.Wait()
+	// What the drained work counted.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	_ = s.ops.Flush(fctx, s.rdb, s.cfg.RedisPrefix, time.Now())
+	fcancel()
 	return err
 }
 
@@ -293,6 +312,44 @@ func (s *Service) rebuild(ctx context.Context) error {
 	}
 	s.log.Info("state rebuilt from Kafka", "optout_records", optouts, "status_events", n, "entries_applied", applied, "took", time.Since(start).Round(time.Millisecond))
 	return s.store.MarkRebuilt(ctx, time.Now())
+}
+
+// watchLag keeps dispatcher_consumer_lag{partition} current: records of
+// reminders.intents the group has not committed.
+func (s *Service) watchLag(ctx context.Context, every time.Duration) {
+	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dispatcher_consumer_lag", Help: "Intent records not yet committed by the consumer group, per partition.",
+	}, []string{"partition"})
+	if err := s.Reg.Register(lag); err != nil {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		byPart, err := s.kc.Lag(lctx, s.cfg.Group, kafkaio.DefaultTopics.Intents)
+		cancel()
+		if err == nil {
+			for p, n := range byPart {
+				lag.WithLabelValues(strconv.Itoa(p)).Set(float64(n))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// opsView reads the ops page's data from Redis.
+type opsView struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+func (v opsView) View(ctx context.Context, now time.Time) (opsdata.View, error) {
+	return opsdata.Read(ctx, v.rdb, v.prefix, now)
 }
 
 // optoutLinks makes the debtor's signed opt-out link for a channel.

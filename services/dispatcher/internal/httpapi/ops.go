@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
 )
 
 // Ops reads what the workers publish about themselves.
@@ -41,18 +43,28 @@ type Summary struct {
 	At        time.Time      `json:"at"`
 	Providers []ProviderView `json:"providers"`
 	Sandbox   any            `json:"sandbox,omitempty"`
+	// Activity: decisions in the last hour and day, success per channel,
+	// recent failures and DLQ reasons, the deferred backlog by due hour.
+	Activity *opsdata.View `json:"activity,omitempty"`
 }
 
 // stale: a worker that has not published for this long is gone.
 const stale = 30 * time.Second
 
 func (s *Server) getSummary(c echo.Context) error {
-	now := s.Now().UTC()
+	sum, err := s.summary(c.Request().Context(), s.Now().UTC())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, sum)
+}
+
+func (s *Server) summary(ctx context.Context, now time.Time) (Summary, error) {
 	sum := Summary{At: now, Providers: []ProviderView{}}
 	if s.Ops != nil {
-		states, err := s.Ops.ProviderStates(c.Request().Context())
+		states, err := s.Ops.ProviderStates(ctx)
 		if err != nil {
-			return err
+			return Summary{}, err
 		}
 		byName := map[string]*ProviderView{}
 		for field, v := range states {
@@ -91,7 +103,14 @@ func (s *Server) getSummary(c echo.Context) error {
 	if s.Sandbox != nil {
 		sum.Sandbox = s.Sandbox.Stats()
 	}
-	return c.JSON(http.StatusOK, sum)
+	if s.OpsData != nil {
+		v, err := s.OpsData.View(ctx, now)
+		if err != nil {
+			return Summary{}, err
+		}
+		sum.Activity = &v
+	}
+	return sum, nil
 }
 
 func rank(state string) int {

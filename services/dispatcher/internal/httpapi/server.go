@@ -28,6 +28,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
 )
 
 // Publisher writes records to Kafka and returns once they are acked.
@@ -55,6 +56,8 @@ type Deps struct {
 	Profile   *policy.Profile
 	Contacts  Contacts
 	Ops       Ops
+	OpsData   OpsData           // what the ops page shows (nil: nothing yet)
+	OpsRec    *opsdata.Recorder // counts the API's own decisions (callbacks)
 	Resolver  Resolver
 	Topics    kafkaio.Topics
 	Ready     []Check
@@ -133,6 +136,9 @@ func New(d Deps) (*Server, error) {
 		v1.GET("/sandbox/outbox", s.outbox, read)
 		v1.PUT("/sandbox/faults/:channel", s.putFault, admin)
 	}
+
+	s.e.GET("/ops", s.getOpsPage, s.opsAuth)
+	s.e.POST("/ops/login", s.postOpsLogin)
 
 	// Public routes: signed, and rate-limited per client IP.
 	perSec := d.PublicRate

@@ -17,6 +17,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
 )
 
 // Webhooks is what the provider webhooks work with.
@@ -174,6 +175,10 @@ func (s *Server) postStatus(c echo.Context) error {
 		return err
 	}
 	if res.Outcome == "ok" {
+		s.OpsRec.Decision(string(st), "callback", "")
+		if st == status.Failed || st == status.Undelivered {
+			s.OpsRec.Failed(opsdata.Failure{At: now, IntentID: id, State: string(st), Reason: "callback", Code: e.ErrorCode})
+		}
 		e.Seq = res.Seq
 		ev, _ := json.Marshal(status.TransitionEvent(id, debtor, e))
 		if err := s.Publisher.WriteMessages(ctx, kafka.Message{Topic: s.Topics.Status, Key: []byte(id), Value: ev}); err != nil {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/status"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
 )
 
 // Lease elects the leader (the Redis store).
@@ -49,9 +50,10 @@ type Config struct {
 	Owner     string
 	Brokers   []string
 	Topics    kafkaio.Topics
-	LeaseTime time.Duration // default 15s; renewed every third of it
-	Tick      time.Duration // how often due intents are looked for; default 250ms
-	Batch     int           // intents re-injected per write; default 500
+	LeaseTime time.Duration     // default 15s; renewed every third of it
+	Tick      time.Duration     // how often due intents are looked for; default 250ms
+	Batch     int               // intents re-injected per write; default 500
+	Ops       *opsdata.Recorder // receives the backlog by due hour (nil: none)
 }
 
 // Scheduler re-injects due deferrals.
@@ -206,6 +208,7 @@ func (s *Scheduler) lead(parent context.Context) {
 
 	tick := time.NewTicker(s.cfg.Tick)
 	defer tick.Stop()
+	var published time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -214,6 +217,10 @@ func (s *Scheduler) lead(parent context.Context) {
 			s.apply(m)
 		case <-tick.C:
 			s.fire(ctx)
+			if time.Since(published) >= 5*time.Second {
+				s.cfg.Ops.Backlog(s.byHour())
+				published = time.Now()
+			}
 		}
 	}
 }
@@ -333,6 +340,17 @@ func (s *Scheduler) setLeading(v bool) {
 		s.leader.Set(0)
 		s.backlog.Set(0)
 	}
+}
+
+// byHour counts the deferrals by the hour they are due.
+func (s *Scheduler) byHour() map[int64]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[int64]int{}
+	for _, it := range s.queue {
+		out[it.d.Due.Unix()/3600]++
+	}
+	return out
 }
 
 func (s *Scheduler) count() int {

@@ -18,6 +18,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
 )
 
 // Decide takes one message to a recorded decision and returns the records to
@@ -57,10 +58,11 @@ func (w *Worker) reject(ctx context.Context, m kafka.Message, in intent.Intent, 
 	headers = append(headers, kafkaio.SourceHeaders(m)...)
 	out := []kafka.Message{{Topic: w.Topics.DLQ, Key: m.Key, Value: m.Value, Headers: headers}}
 	w.Metrics.DLQ.WithLabelValues(code).Inc()
+	w.Ops.Rejected(code, reason, w.Now().UTC())
 	w.Log.Warn("intent rejected to the DLQ", "partition", m.Partition, "offset", m.Offset, "reason", reason)
 
 	if !usableIDs(in, ie) {
-		w.Metrics.Decisions.WithLabelValues(string(status.Rejected), status.ReasonInvalid).Inc()
+		w.count(status.Rejected, status.ReasonInvalid, "")
 		return out, nil
 	}
 	recs, err := w.endWithout(ctx, in, status.Rejected, status.ReasonInvalid, reason)
@@ -98,7 +100,7 @@ func (w *Worker) endWithout(ctx context.Context, in intent.Intent, st status.Sta
 	switch res.Outcome {
 	case store.Claimed:
 		e.Seq = res.Seq
-		w.Metrics.Decisions.WithLabelValues(string(st), reason).Inc()
+		w.count(st, reason, "")
 		return w.events(in.ID, in.DebtorID, e)
 	case store.Busy:
 		return nil, &busyError{id: in.ID, owner: res.Owner, until: res.LeaseUntil}
@@ -129,7 +131,7 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 	case store.Claimed:
 		recs, _ = w.events(in.ID, in.DebtorID, res.Entry)
 	case store.Deferred:
-		w.Metrics.Decisions.WithLabelValues(string(status.Deferred), res.Entry.Reason).Inc()
+		w.count(status.Deferred, res.Entry.Reason, res.Channel)
 		recs, err = w.events(in.ID, in.DebtorID, res.Entry)
 		if err != nil {
 			return nil, err
@@ -140,7 +142,7 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 		}
 		return append(recs, d), nil
 	case store.Suppressed:
-		w.Metrics.Decisions.WithLabelValues(string(status.Suppressed), res.Rule).Inc()
+		w.count(status.Suppressed, res.Rule, res.Channel)
 		recs, err = w.events(in.ID, in.DebtorID, res.Entry)
 		return w.settled(recs, in, reinjected), err
 	case store.Duplicate:
@@ -218,6 +220,12 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 		return append(recs, d), nil
 	}
 	return w.settled(recs, in, reinjected), nil
+}
+
+// count counts a decision in the metrics and for the ops page.
+func (w *Worker) count(st status.State, reason, ch string) {
+	w.Metrics.Decisions.WithLabelValues(string(st), reason).Inc()
+	w.Ops.Decision(string(st), reason, ch)
 }
 
 // attempt returns a lease token unique to one attempt at one intent: two
@@ -501,7 +509,10 @@ func (w *Worker) finishEntry(ctx context.Context, token string, in intent.Intent
 		return status.Entry{}, nil, err
 	}
 	e.Seq = seq
-	w.Metrics.Decisions.WithLabelValues(string(st), reason).Inc()
+	w.count(st, reason, string(ch))
+	if st == status.Failed || st == status.SentUnconfirmed {
+		w.Ops.Failed(opsdata.Failure{At: now, IntentID: in.ID, Channel: string(ch), State: string(st), Reason: reason, Code: e.ErrorCode})
+	}
 	if st == status.Sent {
 		w.Metrics.Sends.WithLabelValues(string(ch), e.Provider).Inc()
 	}
@@ -519,7 +530,7 @@ func (w *Worker) duplicate(ctx context.Context, in intent.Intent) ([]kafka.Messa
 	if err != nil {
 		return nil, err
 	}
-	w.Metrics.Decisions.WithLabelValues(string(status.Suppressed), status.ReasonDuplicate).Inc()
+	w.count(status.Suppressed, status.ReasonDuplicate, "")
 	var out []kafka.Message
 	for _, e := range rec.Timeline {
 		m, err := w.eventMessage(status.TransitionEvent(rec.ID, rec.DebtorID, e))

@@ -26,6 +26,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
 )
 
 // Reader is the consumer-group reader (kafka-go's *kafka.Reader).
@@ -126,7 +127,8 @@ type Deps struct {
 	Templates Templates
 	Profile   *policy.Profile // the compliance policy every contact passes
 	Senders   map[intent.Channel]Sender
-	OptOuts   OptOuts // records opt-outs a provider reports
+	OptOuts   OptOuts           // records opt-outs a provider reports
+	Ops       *opsdata.Recorder // counts for the ops page (nil: none)
 	// OptOutLinks makes a debtor's signed opt-out link for a channel, put
 	// in messages whose template carries one. Nil: no links.
 	OptOutLinks func(debtorID string, ch intent.Channel) (string, error)
