@@ -43,6 +43,9 @@ type Config struct {
 	SandboxJournal string
 	// SandboxLatency: DISPATCHER_SANDBOX_LATENCY, how long each sandbox send takes.
 	SandboxLatency time.Duration
+	// SandboxForgetful: the sandbox does not remember sent ids (dispatcher
+	// bench: a million ids would be a large map). Not from the environment.
+	SandboxForgetful bool
 }
 
 // TwilioConfig is DISPATCHER_TWILIO_*.

@@ -7,6 +7,7 @@
 //	dispatcher worker    consume reminders.intents and decide each intent
 //	dispatcher api       serve the HTTP API
 //	dispatcher produce   write sample intents to a broker
+//	dispatcher bench     measure it end to end against its ceilings
 package main
 
 import (
@@ -46,6 +47,7 @@ commands:
   worker    consume reminders.intents and take each intent to a decision
   api       serve the HTTP API
   produce   write sample intents to Kafka
+  bench     measure throughput and latency end to end, with the ceilings beside them
   help      show this and the environment variables
 
 Run "dispatcher <command> -h" for a command's flags.
@@ -66,6 +68,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runProd(ctx, "api", Roles{API: true}, args, getenv, stderr)
 	case "produce":
 		return runProduce(ctx, args, getenv, stdout, stderr)
+	case "bench":
+		return runBench(ctx, args, getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		fmt.Fprintln(stdout, "\nenvironment:")

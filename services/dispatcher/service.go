@@ -43,6 +43,11 @@ type Roles struct {
 	Worker bool
 	API    bool
 	Dev    bool // sandbox routes on the API
+
+	// For measuring (dispatcher bench): a hook on the Redis client, and a
+	// wrapper around each channel's sender.
+	RedisHook  redis.Hook
+	WrapSender func(intent.Channel, worker.Sender) worker.Sender
 }
 
 // Service is the wired dispatcher: worker and/or API over Kafka and Redis.
@@ -101,6 +106,9 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		return nil, err
 	}
 	s.rdb = rdb
+	if roles.RedisHook != nil {
+		rdb.AddHook(roles.RedisHook)
+	}
 	if s.store, err = store.New(rdb, store.Config{Prefix: cfg.RedisPrefix, RecordTTL: cfg.StatusTTL}); err != nil {
 		return nil, err
 	}
@@ -123,7 +131,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		return nil, err
 	}
 
-	if s.Sandbox, err = sandbox.New(sandbox.Config{Idempotent: true, Journal: cfg.SandboxJournal, Latency: cfg.SandboxLatency}); err != nil {
+	if s.Sandbox, err = sandbox.New(sandbox.Config{Idempotent: !cfg.SandboxForgetful, Journal: cfg.SandboxJournal, Latency: cfg.SandboxLatency}); err != nil {
 		return nil, err
 	}
 	senders, breakers, err := providers(cfg, roles.Dev, s.Sandbox, rdb, s.Reg, log)
@@ -131,6 +139,11 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		return nil, err
 	}
 	s.breakers = breakers
+	if roles.WrapSender != nil {
+		for ch, snd := range senders {
+			senders[ch] = roles.WrapSender(ch, snd)
+		}
+	}
 
 	recorder := &optout.Recorder{Topic: topics.OptOuts, Pub: s.writer, Hot: s.store}
 	s.ops = opsdata.NewRecorder()

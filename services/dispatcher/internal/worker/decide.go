@@ -316,6 +316,13 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (sto
 	return req, nil
 }
 
+// GateRequest is the gate request the worker would make for in at now (for
+// measuring the gate alone).
+func (w *Worker) GateRequest(in intent.Intent, now time.Time) store.GateRequest {
+	r, _ := w.gateRequest(in, now, w.attempt())
+	return r
+}
+
 // stream resolves a policy stream to the intent's debtor, debt or number.
 func (w *Worker) stream(in intent.Intent, event, ch, scope string) store.Stream {
 	s := store.Stream{Event: event, Channel: ch, Scope: scope}
