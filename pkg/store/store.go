@@ -194,40 +194,74 @@ var ErrLeaseLost = errors.New("store: lease lost")
 
 // Finish runs lua/finish.lua and returns the new entry's seq.
 func (s *Store) Finish(ctx context.Context, r FinishRequest) (int64, error) {
-	entry, err := encodeEntry(r.Entry)
+	seqs, err := s.FinishBatch(ctx, []FinishRequest{r})
 	if err != nil {
 		return 0, err
 	}
-	keys := []string{s.keys.Record(r.DebtorID, r.ID)}
-	release := "0"
-	if len(r.Release) > 0 {
-		release = "1"
-		for _, st := range r.Release {
-			keys = append(keys, s.keys.Stream(r.DebtorID, st))
+	if seqs[0] == 0 {
+		return 0, ErrLeaseLost
+	}
+	return seqs[0], nil
+}
+
+// FinishBatch records several outcomes in one pipeline (with the number
+// index where asked): one round trip. A seq of 0 means that lease was lost
+// (another worker took the intent over; nothing changed for it). An error
+// means some may have been recorded and some not.
+func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, error) {
+	keys := make([][]string, len(rs))
+	args := make([][]any, len(rs))
+	for i, r := range rs {
+		if r.Entry.State == "" {
+			r.Entry.State = r.State
 		}
+		entry, err := encodeEntry(r.Entry)
+		if err != nil {
+			return nil, err
+		}
+		keys[i] = []string{s.keys.Record(r.DebtorID, r.ID)}
+		release := "0"
+		if len(r.Release) > 0 {
+			release = "1"
+			for _, st := range r.Release {
+				keys[i] = append(keys[i], s.keys.Stream(r.DebtorID, st))
+			}
+		}
+		args[i] = []any{r.Owner, ms(r.Now), s.ttlSec, string(r.State), r.Reason, r.Channel, entry, release, r.ID, r.Entry.ProviderID}
 	}
-	args := []any{r.Owner, ms(r.Now), s.ttlSec, string(r.State), r.Reason, r.Channel, entry, release, r.ID, r.Entry.ProviderID}
-	var res any
-	if r.Number != "" {
-		res, err = s.evalWith(ctx, s.finish, keys, args, func(pipe redis.Pipeliner) {
-			k := s.keys.Number(r.Number)
-			pipe.SAdd(ctx, k, r.DebtorID)
-			pipe.Expire(ctx, k, numberTTL)
-		})
-	} else {
-		res, err = s.run(ctx, s.finish, keys, args)
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(rs))
+		for i, r := range rs {
+			cmds[i] = s.finish.EvalSha(ctx, pipe, keys[i], args[i]...)
+			if r.Number != "" {
+				k := s.keys.Number(r.Number)
+				pipe.SAdd(ctx, k, r.DebtorID)
+				pipe.Expire(ctx, k, numberTTL)
+			}
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && attempt == 0 && isNoScript(cmds[0].Err()) {
+			if err := s.finish.Load(ctx, s.rdb).Err(); err != nil {
+				return nil, fmt.Errorf("store: finish: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: finish: %w", err)
+		}
+		out := make([]int64, len(rs))
+		for i, c := range cmds {
+			v, err := replyList(c.Val(), 3)
+			if err != nil {
+				return nil, fmt.Errorf("store: finish: %w", err)
+			}
+			if asString(v[0]) == "ok" {
+				out[i] = asInt(v[2])
+			}
+		}
+		return out, nil
 	}
-	if err != nil {
-		return 0, fmt.Errorf("store: finish: %w", err)
-	}
-	v, err := replyList(res, 3)
-	if err != nil {
-		return 0, fmt.Errorf("store: finish: %w", err)
-	}
-	if asString(v[0]) != "ok" {
-		return 0, fmt.Errorf("%w (record is %s)", ErrLeaseLost, asString(v[1]))
-	}
-	return asInt(v[2]), nil
 }
 
 // Accept creates the record of an intent taken in over HTTP. When the intent
@@ -323,29 +357,6 @@ func (s *Store) evalIndexed(ctx context.Context, sc *redis.Script, keys []string
 		pipe := s.rdb.Pipeline()
 		res := sc.EvalSha(ctx, pipe, keys, args...)
 		pipe.SetArgs(ctx, s.keys.Index(id), debtorID, redis.SetArgs{TTL: s.ttl})
-		_, err := pipe.Exec(ctx)
-		if err != nil && attempt == 0 && isNoScript(res.Err()) {
-			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err := res.Err(); err != nil {
-			return nil, err
-		}
-		if err != nil {
-			return nil, err
-		}
-		return res.Val(), nil
-	}
-}
-
-// evalWith runs a script with more commands in the same pipeline.
-func (s *Store) evalWith(ctx context.Context, sc *redis.Script, keys []string, args []any, more func(redis.Pipeliner)) (any, error) {
-	for attempt := 0; ; attempt++ {
-		pipe := s.rdb.Pipeline()
-		res := sc.EvalSha(ctx, pipe, keys, args...)
-		more(pipe)
 		_, err := pipe.Exec(ctx)
 		if err != nil && attempt == 0 && isNoScript(res.Err()) {
 			if err := sc.Load(ctx, s.rdb).Err(); err != nil {

@@ -93,7 +93,7 @@ type Server struct {
 // New builds the routes.
 func New(d Deps) (*Server, error) {
 	if !d.OpsOnly && (d.Publisher == nil || d.Store == nil || d.Templates == nil || d.Profile == nil || d.Contacts == nil ||
-		d.OptOuts == nil || d.OptOutReader == nil || d.Webhooks == nil) {
+		d.OptOuts == nil || d.OptOutReader == nil || d.Webhooks == nil || d.Resolver == nil) {
 		return nil, errors.New("httpapi: publisher, store, contacts, opt-outs, webhooks, templates and profile are required")
 	}
 	if d.Now == nil {
@@ -116,6 +116,7 @@ func New(d Deps) (*Server, error) {
 	if d.Gatherer != nil {
 		s.e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{})))
 	}
+	s.e.GET("/openapi.yaml", s.getSpec)
 	if d.OpsOnly {
 		return s, nil
 	}

@@ -218,7 +218,7 @@ func Read(ctx context.Context, rdb redis.UniversalClient, prefix string, now tim
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 		return View{}, err
 	}
-	v := View{Hour: funnel("hour", mins), Day: funnel("day", hours), Failures: []Failure{}, DLQ: []Rejection{}, Backlog: []BacklogHour{}}
+	v := View{Hour: funnel("hour", mins), Day: funnel("day", hours), Channels: []ChannelRate{}, Failures: []Failure{}, DLQ: []Rejection{}, Backlog: []BacklogHour{}}
 	rates := map[string]*ChannelRate{}
 	for _, c := range hours {
 		for k, s := range c.Val() {

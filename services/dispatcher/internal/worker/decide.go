@@ -27,6 +27,10 @@ import (
 // Redis or a dependency failed, or another worker holds the intent.
 func (w *Worker) Decide(ctx context.Context, m kafka.Message) ([]kafka.Message, error) {
 	w.Metrics.Consumed.Inc()
+	return w.decide(ctx, m)
+}
+
+func (w *Worker) decide(ctx context.Context, m kafka.Message) ([]kafka.Message, error) {
 	in, err := intent.Decode(m.Value)
 	if err == nil {
 		err = in.Validate(w.Templates)
@@ -112,9 +116,8 @@ func (w *Worker) endWithout(ctx context.Context, in intent.Intent, st status.Sta
 // send passes the intent through the gate and, if a channel is free now,
 // sends it there and records the outcome.
 func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([]kafka.Message, error) {
-	now := w.Now().UTC()
-	token := w.attempt()
-	req, err := w.gateRequest(in, now, token)
+	j := &job{m: m, in: in, token: w.attempt()}
+	req, err := w.gateRequest(in, w.Now().UTC(), j.token)
 	if err != nil {
 		return nil, err
 	}
@@ -122,11 +125,53 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 	if err != nil {
 		return nil, err
 	}
+	recs, plan, err := w.afterGate(ctx, j, res, false)
+	if err != nil || plan == nil {
+		return recs, err
+	}
+	plan = w.attemptSend(ctx, j, plan.ch, recs)
+	if plan.err != nil {
+		return nil, plan.err
+	}
+	seq, err := w.Store.Finish(ctx, plan.req)
+	if errors.Is(err, store.ErrLeaseLost) {
+		seq, err = 0, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return w.finished(j, plan, seq)
+}
+
+// job is one intent on its way through the gate and a provider.
+type job struct {
+	m     kafka.Message
+	in    intent.Intent
+	token string
+}
+
+// plan is a send's outcome waiting to be recorded: the finish request and
+// what to publish once it is.
+type plan struct {
+	ch      intent.Channel
+	req     store.FinishRequest
+	recs    []kafka.Message // published before the outcome's own events
+	retries int             // a retry deferral: the retries so far
+	err     error
+}
+
+// afterGate turns the gate's answer into records. It returns a plan (with
+// only its channel set) when the intent must now be sent. own says the
+// caller may itself hold a lease from an earlier try of the same gate call
+// (a batch retried after a Redis error): its own claim is no one else's.
+func (w *Worker) afterGate(ctx context.Context, j *job, res store.GateResult, own bool) ([]kafka.Message, *plan, error) {
+	in, m := j.in, j.m
 	if r := w.Profile.Rule(res.Entry.Rule); r != nil {
 		res.Entry.Source = r.Source // the audit trail carries the law, as the profile states it
 	}
 	reinjected := kafkaio.Header(m, kafkaio.HeaderReinjected) != ""
 	var recs []kafka.Message
+	var err error
 	switch res.Outcome {
 	case store.Claimed:
 		recs, _ = w.events(in.ID, in.DebtorID, res.Entry)
@@ -134,64 +179,73 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 		w.count(status.Deferred, res.Entry.Reason, res.Channel)
 		recs, err = w.events(in.ID, in.DebtorID, res.Entry)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		d, err := w.deferral(m, in, res.Seq, res.Rule, res.Until, retriesOf(m))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return append(recs, d), nil
+		return append(recs, d), nil, nil
 	case store.Suppressed:
 		w.count(status.Suppressed, res.Rule, res.Channel)
 		recs, err = w.events(in.ID, in.DebtorID, res.Entry)
-		return w.settled(recs, in, reinjected), err
+		return w.settled(recs, in, reinjected), nil, err
 	case store.Duplicate:
 		recs, err = w.duplicate(ctx, in)
-		return w.settled(recs, in, reinjected), err
+		return w.settled(recs, in, reinjected), nil, err
 	case store.Busy:
-		return nil, &busyError{id: in.ID, owner: res.Holder, until: res.Until}
+		return nil, nil, &busyError{id: in.ID, owner: res.Holder, until: res.Until}
 	case store.Stale:
-		// The previous holder died while sending: the provider may have it.
-		// Its transitions so far may not have been published.
-		w.Metrics.Recovered.Inc()
+		// Either our own claim from an earlier try of this very call (nothing
+		// was sent), or the previous holder died while sending: the provider
+		// may have it. Its transitions so far may not have been published.
 		rec, err := w.Store.GetFor(ctx, in.DebtorID, in.ID)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, e := range rec.Timeline {
 			m, err := w.eventMessage(status.TransitionEvent(rec.ID, rec.DebtorID, e))
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			recs = append(recs, m)
 		}
 		ch := intent.Channel(res.Channel)
+		if own && res.Holder == j.token {
+			return recs, &plan{ch: ch}, nil
+		}
+		w.Metrics.Recovered.Inc()
 		if s, ok := w.Senders[ch]; !ok || !s.Idempotent() {
-			more, err := w.finish(ctx, token, in, ch, status.SentUnconfirmed, "worker_lost_during_send",
+			more, err := w.finish(ctx, j.token, in, ch, status.SentUnconfirmed, "worker_lost_during_send",
 				status.Entry{Channel: string(ch), To: intent.MaskAddress(ch, in.To.For(ch)), Detail: "the worker sending it stopped; the provider may have it"})
-			return w.settled(append(recs, more...), in, reinjected), err
+			return w.settled(append(recs, more...), in, reinjected), nil, err
 		}
 		// The provider drops a repeat of this id, so sending again resolves it.
-		res.Channel = string(ch)
 	default:
-		return nil, fmt.Errorf("gate: unexpected outcome %q", res.Outcome)
+		return nil, nil, fmt.Errorf("gate: unexpected outcome %q", res.Outcome)
 	}
+	return recs, &plan{ch: intent.Channel(res.Channel)}, nil
+}
 
-	ch := intent.Channel(res.Channel)
+// attemptSend makes the provider call for a claimed intent and plans how to
+// record its outcome. recs are the records to publish before it.
+func (w *Worker) attemptSend(ctx context.Context, j *job, ch intent.Channel, recs []kafka.Message) *plan {
+	in := j.in
 	to := intent.MaskAddress(ch, in.To.For(ch))
+	p := &plan{ch: ch, recs: recs}
+	var o sendOutcome
 	sender, ok := w.Senders[ch]
-	if !ok {
-		more, err := w.finish(ctx, token, in, ch, status.Failed, "no_provider", status.Entry{Channel: string(ch), To: to,
-			Detail: fmt.Sprintf("no provider configured for %s", ch)}, w.countIn(in, ch)...)
-		return w.settled(append(recs, more...), in, reinjected), err
+	msg, rerr := w.render(in, ch)
+	switch {
+	case !ok:
+		o = sendOutcome{state: status.Failed, reason: "no_provider", release: true,
+			entry: status.Entry{Detail: fmt.Sprintf("no provider configured for %s", ch)}}
+	case rerr != nil:
+		o = sendOutcome{state: status.Failed, reason: "render_error", release: true, entry: status.Entry{Detail: rerr.Error()}}
+	default:
+		rcpt, serr := w.call(ctx, sender, msg)
+		o = w.outcome(in, ch, sender, retriesOf(j.m), rcpt, serr)
 	}
-	msg, err := w.render(in, ch)
-	if err != nil {
-		more, ferr := w.finish(ctx, token, in, ch, status.Failed, "render_error", status.Entry{Channel: string(ch), To: to, Detail: err.Error()}, w.countIn(in, ch)...)
-		return w.settled(append(recs, more...), in, reinjected), ferr
-	}
-	rcpt, serr := w.call(ctx, sender, msg)
-	o := w.outcome(in, ch, sender, retriesOf(m), rcpt, serr)
 	o.entry.Channel, o.entry.To = string(ch), to
 	var release []store.Stream
 	if o.release {
@@ -204,22 +258,60 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 			DebtorID: in.DebtorID, Channel: string(ch), Source: optout.SourceProvider,
 			Reason: o.entry.Provider + " " + o.entry.ErrorCode, At: w.Now().UTC(),
 		}); err != nil {
-			return nil, err
+			p.err = err
+			return p
 		}
 	}
-	e, more, err := w.finishEntry(ctx, token, in, ch, o.state, o.reason, o.entry, release...)
+	now := w.Now().UTC()
+	e := o.entry
+	if e.At.IsZero() {
+		e.At = now
+	}
+	e.State, e.Reason, e.Worker = o.state, o.reason, w.cfg.Owner
+	p.req = store.FinishRequest{
+		ID: in.ID, DebtorID: in.DebtorID, Owner: j.token, Now: now,
+		State: o.state, Reason: o.reason, Channel: string(ch), Entry: e, Release: release,
+	}
+	if o.state == status.Sent && (ch == intent.SMS || ch == intent.Voice) {
+		p.req.Number = in.To.Phone // a reply from it must find this debtor
+	}
+	if o.state == status.Deferred {
+		p.retries = o.retries
+	}
+	return p
+}
+
+// finished returns the records of a recorded outcome (seq 0: another worker
+// took the intent over; its decision stands).
+func (w *Worker) finished(j *job, p *plan, seq int64) ([]kafka.Message, error) {
+	if seq == 0 {
+		w.Log.Warn("lease lost while sending; the other worker's decision stands", "intent_id", j.in.ID)
+		return p.recs, nil
+	}
+	in, e := j.in, p.req.Entry
+	e.Seq = seq
+	st, reason := p.req.State, p.req.Reason
+	w.count(st, reason, string(p.ch))
+	if st == status.Failed || st == status.SentUnconfirmed {
+		w.Ops.Failed(opsdata.Failure{At: e.At, IntentID: in.ID, Channel: string(p.ch), State: string(st), Reason: reason, Code: e.ErrorCode})
+	}
+	if st == status.Sent {
+		w.Metrics.Sends.WithLabelValues(string(p.ch), e.Provider).Inc()
+	}
+	w.Log.Debug("intent decided", "intent_id", in.ID, "debtor_id", in.DebtorID, "state", st, "reason", reason, "channel", p.ch)
+	more, err := w.events(in.ID, in.DebtorID, e)
 	if err != nil {
 		return nil, err
 	}
-	recs = append(recs, more...)
-	if o.state == status.Deferred && e.Seq > 0 {
-		d, err := w.deferral(m, in, e.Seq, "retry", *o.entry.Until, o.retries)
+	recs := append(p.recs, more...)
+	if st == status.Deferred {
+		d, err := w.deferral(j.m, in, seq, "retry", *e.Until, p.retries)
 		if err != nil {
 			return nil, err
 		}
 		return append(recs, d), nil
 	}
-	return w.settled(recs, in, reinjected), nil
+	return w.settled(recs, in, kafkaio.Header(j.m, kafkaio.HeaderReinjected) != ""), nil
 }
 
 // count counts a decision in the metrics and for the ops page.
@@ -363,6 +455,7 @@ func (w *Worker) call(ctx context.Context, s Sender, m channel.Message) (channel
 	defer cancel()
 	start := time.Now()
 	r, err := s.Send(sctx, m)
+	w.noteSend(time.Since(start))
 	result := "ok"
 	if err != nil {
 		result = channel.KindOf(err).String()

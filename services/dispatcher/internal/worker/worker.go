@@ -44,6 +44,8 @@ type Publisher interface {
 // Store records decisions (the Redis store).
 type Store interface {
 	Gate(ctx context.Context, r store.GateRequest) (store.GateResult, error)
+	GateBatch(ctx context.Context, rs []store.GateRequest) ([]store.GateResult, error)
+	FinishBatch(ctx context.Context, rs []store.FinishRequest) ([]int64, error)
 	Claim(ctx context.Context, r store.ClaimRequest) (store.ClaimResult, error)
 	Finish(ctx context.Context, r store.FinishRequest) (int64, error)
 	GetFor(ctx context.Context, debtorID, id string) (status.Record, error)
@@ -74,6 +76,7 @@ type Config struct {
 	SendTimeout time.Duration // deadline of one provider call; default 10s
 	LeaseMargin time.Duration // a lease outlives every attempt's deadline by this; default 2s
 	MaxBatch    int           // messages decided before one publish and commit; default 256
+	GateWindow  time.Duration // intents pass the gate together only as many as are sent within this; default 250ms
 	LaneBuffer  int           // messages queued per partition; default 512
 	RetryBase   time.Duration // wait before the first retry of a failed send, doubled each time; default 30s
 	RetryMax    time.Duration // longest wait between retries; default 30m
@@ -90,6 +93,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 256
+	}
+	if c.GateWindow == 0 {
+		c.GateWindow = 250 * time.Millisecond
 	}
 	if c.LaneBuffer == 0 {
 		c.LaneBuffer = 512
@@ -140,9 +146,10 @@ type Deps struct {
 
 // Worker consumes intents. Run it once.
 type Worker struct {
-	cfg      Config
-	attempts atomic.Uint64
-	reads    map[policy.Stream]bool // the streams the profile's rules count
+	cfg       Config
+	attempts  atomic.Uint64
+	sendNanos atomic.Int64           // running average of provider call durations
+	reads     map[policy.Stream]bool // the streams the profile's rules count
 	Deps
 }
 
@@ -227,9 +234,8 @@ func (w *Worker) Run(ctx context.Context) error {
 // work ends in-flight work.
 func (w *Worker) lane(stopping, work context.Context, in <-chan kafka.Message) {
 	batch := make([]kafka.Message, 0, w.cfg.MaxBatch)
-	var out []kafka.Message
 	for {
-		batch, out = batch[:0], out[:0]
+		batch = batch[:0]
 		select {
 		case m, ok := <-in:
 			if !ok {
@@ -251,19 +257,11 @@ func (w *Worker) lane(stopping, work context.Context, in <-chan kafka.Message) {
 				break fill
 			}
 		}
-		done := 0
-		for _, m := range batch {
-			if stopping.Err() != nil {
-				break // shutting down: the rest is left for the partition's next owner
-			}
-			recs, err := w.decideRetrying(stopping, work, m)
-			if err != nil {
-				break // shutting down: leave it for the next owner
-			}
-			out = append(out, recs...)
-			done++
-		}
+		out, done := w.decideBatch(stopping, work, batch)
 		if done == 0 {
+			if len(out) > 0 {
+				_ = w.publish(work, out)
+			}
 			return
 		}
 		if err := w.publish(work, out); err != nil {
@@ -281,10 +279,13 @@ func (w *Worker) lane(stopping, work context.Context, in <-chan kafka.Message) {
 
 // decideRetrying decides m, retrying infrastructure failures (Redis down,
 // another worker holding the intent) until it succeeds or shutdown.
-func (w *Worker) decideRetrying(stopping, work context.Context, m kafka.Message) ([]kafka.Message, error) {
+func (w *Worker) decideRetrying(stopping, work context.Context, m kafka.Message, counted bool) ([]kafka.Message, error) {
+	if !counted {
+		w.Metrics.Consumed.Inc()
+	}
 	delay := 100 * time.Millisecond
 	for {
-		recs, err := w.Decide(work, m)
+		recs, err := w.decide(work, m)
 		if err == nil {
 			return recs, nil
 		}
