@@ -3,7 +3,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: test check unit race fuzz build dev
+.PHONY: test check unit race fuzz build dev bench
 
 ## test: formatting and vet, the whole suite, then the suite again under the race detector
 test: check unit race
@@ -33,3 +33,9 @@ build:
 
 dev:
 	$(GO) run ./services/dispatcher dev
+
+## bench: dispatcher bench against the Redis at DISPATCHER_REDIS_URL (else an in-process one, labelled so)
+COUNT ?= 200000
+bench:
+	$(GO) run ./services/dispatcher bench --count $(COUNT)
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/intent/ ./pkg/catalog/ ./pkg/optout/ ./services/dispatcher/internal/worker/
