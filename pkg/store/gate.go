@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -83,6 +84,10 @@ type GateRequest struct {
 	Candidates                    []Candidate
 }
 
+// ErrStateLost says Redis lost its data (the state marker is gone): nothing
+// may be decided until opt-outs and records are rebuilt from Kafka.
+var ErrStateLost = errors.New("store: Redis lost the dispatcher's state; rebuild first")
+
 // Gate outcomes beyond the claim's.
 const (
 	Deferred   Outcome = "deferred"
@@ -146,6 +151,9 @@ func (s *Store) GateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, 
 			if out[i], err = parseGate(c.Val()); err != nil {
 				return nil, err
 			}
+			if out[i].Outcome == "lost" {
+				return nil, ErrStateLost
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("store: gate: %w", err)
@@ -159,7 +167,11 @@ func (s *Store) gateArgs(r GateRequest) ([]string, []any, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	keys := []string{s.keys.Record(r.DebtorID, r.ID), s.keys.OptOuts(r.DebtorID)}
+	check, marker := "0", s.keys.Record(r.DebtorID, r.ID)
+	if _, cluster := s.rdb.(*redis.ClusterClient); !cluster {
+		check, marker = "1", s.keys.Marker()
+	}
+	keys := []string{s.keys.Record(r.DebtorID, r.ID), s.keys.OptOuts(r.DebtorID), marker}
 	index := map[string]int{}
 	keyOf := func(st Stream) string {
 		k := s.keys.Stream(r.DebtorID, st)
@@ -173,7 +185,7 @@ func (s *Store) gateArgs(r GateRequest) ([]string, []any, error) {
 	}
 	args := make([]any, 0, 16+len(r.Candidates)*24)
 	args = append(args, r.ID, r.DebtorID, ms(r.Now), ms(r.LeaseUntil), r.Owner, s.ttlSec, r.Template,
-		r.Retention.Milliseconds(), ms(r.ExpiresAt), base, len(r.Candidates))
+		r.Retention.Milliseconds(), ms(r.ExpiresAt), base, len(r.Candidates), check)
 	for _, c := range r.Candidates {
 		ok := "0"
 		if c.WindowOK {

@@ -198,15 +198,19 @@ func (s *Store) Finish(ctx context.Context, r FinishRequest) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if seqs[0] == 0 {
+	switch seqs[0] {
+	case 0:
 		return 0, ErrLeaseLost
+	case -1:
+		return 0, ErrStateLost
 	}
 	return seqs[0], nil
 }
 
 // FinishBatch records several outcomes in one pipeline (with the number
 // index where asked): one round trip. A seq of 0 means that lease was lost
-// (another worker took the intent over; nothing changed for it). An error
+// (another worker took the intent over; nothing changed for it); -1 that the
+// record is gone (Redis lost its data). An error
 // means some may have been recorded and some not.
 func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, error) {
 	keys := make([][]string, len(rs))
@@ -256,8 +260,11 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 			if err != nil {
 				return nil, fmt.Errorf("store: finish: %w", err)
 			}
-			if asString(v[0]) == "ok" {
+			switch asString(v[0]) {
+			case "ok":
 				out[i] = asInt(v[2])
+			case "gone":
+				out[i] = -1
 			}
 		}
 		return out, nil

@@ -17,10 +17,14 @@
 --
 -- Returns {outcome, state, seq}:
 --   "ok"    recorded; seq is the new entry's
+--   "gone"  the record is gone (Redis lost its data); nothing changed
 --   "lost"  this worker no longer holds the lease (it expired and another
 --           worker took over); nothing changed
 local rec = KEYS[1]
 local st = redis.call('HGET', rec, 'state')
+if not st then
+  return {'gone', '', 0}
+end
 if st ~= 'sending' or redis.call('HGET', rec, 'owner') ~= ARGV[1] then
   return {'lost', st or '', 0}
 end

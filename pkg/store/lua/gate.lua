@@ -16,7 +16,9 @@
 --
 -- KEYS[1]   the intent's record hash
 -- KEYS[2]   the debtor's opt-out hash (fields: a channel, "all", "dnc")
--- KEYS[3..] event streams (sorted sets: member intent id, score unix ms)
+-- KEYS[3]   the state marker (checked when ARGV[12] is "1": one Redis, not a
+--           cluster, where it would be in another slot)
+-- KEYS[4..] event streams (sorted sets: member intent id, score unix ms)
 --
 -- ARGV[1]  intent id            ARGV[2]  debtor id
 -- ARGV[3]  now, unix ms         ARGV[4]  lease end, unix ms
@@ -28,7 +30,10 @@
 --          adds "counts" there, then the decision's fields). Strings this
 --          script adds come JSON-encoded from the caller, quotes included
 --          (written "json" below), so no JSON is parsed here.
--- ARGV[11] number of candidates; then per candidate:
+-- ARGV[11] number of candidates
+-- ARGV[12] "1": refuse to decide if the state marker is gone (Redis lost
+--          its data: opt-outs and records must be rebuilt first)
+-- ARGV[13..] per candidate:
 --   channel, masked address (json), window: "1" allowed or "0"; window next
 --   (ms), window rule id (json), window rule kind,
 --   number of checks; per check: stream key index (into KEYS), since (ms),
@@ -46,8 +51,12 @@
 --   "busy"       a = lease holder, b = lease end; nothing changed
 --   "stale"      a = the dead holder; the caller now holds the lease on the
 --                record's channel (returned); nothing else changed
+--   "lost"       the state marker is gone; nothing changed
 local rec, optouts = KEYS[1], KEYS[2]
 local id, now, owner = ARGV[1], tonumber(ARGV[3]), ARGV[5]
+if ARGV[12] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then
+  return {'lost', '', 0, '', 0, '', ''}
+end
 
 local st = redis.call('HGET', rec, 'state')
 if st == 'sending' then
@@ -103,7 +112,7 @@ if dnc then
 end
 local all = redis.call('HGET', optouts, 'all')
 
-local i = 12
+local i = 13
 local ncand = tonumber(ARGV[11])
 local best, bestRule, bestKind, bestChannel = nil, '', '', ''
 local optedOut, firstOpted = 0, ''

@@ -31,6 +31,9 @@ func newServer(t *testing.T, profile string, now time.Time) (*Server, *store.Sto
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := st.MarkRebuilt(context.Background(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	cat, err := catalog.Load(configs.FS)
 	if err != nil {
 		t.Fatal(err)

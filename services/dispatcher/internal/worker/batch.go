@@ -18,14 +18,16 @@ import (
 // pipeline, and their outcomes are recorded together in another: two round
 // trips for the run, whatever its length. Anything unusual (invalid,
 // expired, a duplicate, an intent another worker holds) is decided alone.
-func (w *Worker) decideBatch(stopping, work context.Context, msgs []kafka.Message) ([]kafka.Message, int) {
-	var out []kafka.Message
-	done := 0
+//
+// lost says Redis lost its state: the messages after done must wait until it
+// is rebuilt.
+func (w *Worker) decideBatch(stopping, work context.Context, msgs []kafka.Message) (out []kafka.Message, done int, lost bool) {
 	var run []*job
 	flush := func() bool {
-		recs, n := w.runBatch(stopping, work, run)
+		recs, n, l := w.runBatch(stopping, work, run)
 		out = append(out, recs...)
 		done += n
+		lost = lost || l
 		complete := n == len(run)
 		run = run[:0]
 		return complete
@@ -40,11 +42,11 @@ func (w *Worker) decideBatch(stopping, work context.Context, msgs []kafka.Messag
 		}
 		if err != nil || in.ExpiresAt != nil && !w.Now().Before(*in.ExpiresAt) {
 			if len(run) > 0 && !flush() {
-				return out, done
+				return out, done, lost
 			}
 			recs, err := w.decideRetrying(stopping, work, m, false)
 			if err != nil {
-				return out, done
+				return out, done, errors.Is(err, store.ErrStateLost)
 			}
 			out = append(out, recs...)
 			done++
@@ -53,13 +55,13 @@ func (w *Worker) decideBatch(stopping, work context.Context, msgs []kafka.Messag
 		w.Metrics.Consumed.Inc()
 		run = append(run, &job{m: m, in: in, token: w.attempt()})
 		if len(run) >= w.runLimit() && !flush() {
-			return out, done
+			return out, done, lost
 		}
 	}
 	if len(run) > 0 {
 		flush()
 	}
-	return out, done
+	return out, done, lost
 }
 
 // runLimit is how many intents may pass the gate together: as many as the
@@ -91,25 +93,30 @@ func (w *Worker) noteSend(d time.Duration) {
 // runBatch takes a run of valid intents through the gate together, sends
 // the claimed ones, and records their outcomes together. It returns how
 // many of the run were decided: all of them, unless shutdown cut it short.
-func (w *Worker) runBatch(stopping, work context.Context, run []*job) ([]kafka.Message, int) {
+func (w *Worker) runBatch(stopping, work context.Context, run []*job) ([]kafka.Message, int, bool) {
 	now := w.Now().UTC()
 	reqs := make([]store.GateRequest, 0, len(run))
 	for _, j := range run {
 		r, err := w.gateRequest(j.in, now, j.token)
 		if err != nil {
-			return nil, 0
+			return nil, 0, false
 		}
 		reqs = append(reqs, r)
 	}
 	// A failed pipeline may have run some scripts: the same tokens are sent
 	// again, so an intent already claimed by this try is recognised as ours.
 	var results []store.GateResult
+	lost := false
 	if !w.retry(stopping, func() error {
 		var err error
 		results, err = w.Store.GateBatch(work, reqs)
+		if errors.Is(err, store.ErrStateLost) {
+			lost = true
+			return nil
+		}
 		return err
-	}) {
-		return nil, 0
+	}) || lost {
+		return nil, 0, lost
 	}
 
 	recs := make([][]kafka.Message, len(run))
@@ -141,6 +148,7 @@ func (w *Worker) runBatch(stopping, work context.Context, run []*job) ([]kafka.M
 			continue
 		}
 		plans[i] = w.attemptSend(work, j, p.ch, r)
+		plans[i].claimSeq = p.claimSeq
 		if plans[i].err != nil {
 			plans[i], alone[i] = nil, true
 		}
@@ -165,7 +173,7 @@ func (w *Worker) runBatch(stopping, work context.Context, run []*job) ([]kafka.M
 			}
 			return err
 		}) {
-			return nil, 0
+			return nil, 0, false
 		}
 		for k, i := range idx {
 			if i >= decided {
@@ -190,13 +198,13 @@ func (w *Worker) runBatch(stopping, work context.Context, run []*job) ([]kafka.M
 		if alone[i] {
 			r, err := w.decideRetrying(stopping, work, run[i].m, true)
 			if err != nil {
-				return out, i
+				return out, i, errors.Is(err, store.ErrStateLost)
 			}
 			recs[i] = r
 		}
 		out = append(out, recs[i]...)
 	}
-	return out, decided
+	return out, decided, false
 }
 
 // finishEach records outcomes one at a time, after a pipeline failed part
@@ -208,6 +216,8 @@ func (w *Worker) finishEach(ctx context.Context, rs []store.FinishRequest) ([]in
 		switch {
 		case err == nil:
 			out[i] = seq
+		case errors.Is(err, store.ErrStateLost):
+			out[i] = -1
 		case errors.Is(err, store.ErrLeaseLost):
 			rec, gerr := w.Store.GetFor(ctx, r.DebtorID, r.ID)
 			if gerr != nil {

@@ -129,13 +129,18 @@ func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([
 	if err != nil || plan == nil {
 		return recs, err
 	}
+	claimSeq := plan.claimSeq
 	plan = w.attemptSend(ctx, j, plan.ch, recs)
+	plan.claimSeq = claimSeq
 	if plan.err != nil {
 		return nil, plan.err
 	}
 	seq, err := w.Store.Finish(ctx, plan.req)
-	if errors.Is(err, store.ErrLeaseLost) {
+	switch {
+	case errors.Is(err, store.ErrLeaseLost):
 		seq, err = 0, nil
+	case errors.Is(err, store.ErrStateLost):
+		seq, err = -1, nil
 	}
 	if err != nil {
 		return nil, err
@@ -153,11 +158,12 @@ type job struct {
 // plan is a send's outcome waiting to be recorded: the finish request and
 // what to publish once it is.
 type plan struct {
-	ch      intent.Channel
-	req     store.FinishRequest
-	recs    []kafka.Message // published before the outcome's own events
-	retries int             // a retry deferral: the retries so far
-	err     error
+	ch       intent.Channel
+	req      store.FinishRequest
+	recs     []kafka.Message // published before the outcome's own events
+	retries  int             // a retry deferral: the retries so far
+	claimSeq int64           // the seq of the claim this outcome follows
+	err      error
 }
 
 // afterGate turns the gate's answer into records. It returns a plan (with
@@ -212,7 +218,7 @@ func (w *Worker) afterGate(ctx context.Context, j *job, res store.GateResult, ow
 		}
 		ch := intent.Channel(res.Channel)
 		if own && res.Holder == j.token {
-			return recs, &plan{ch: ch}, nil
+			return recs, &plan{ch: ch, claimSeq: res.Seq}, nil
 		}
 		w.Metrics.Recovered.Inc()
 		if s, ok := w.Senders[ch]; !ok || !s.Idempotent() {
@@ -224,7 +230,7 @@ func (w *Worker) afterGate(ctx context.Context, j *job, res store.GateResult, ow
 	default:
 		return nil, nil, fmt.Errorf("gate: unexpected outcome %q", res.Outcome)
 	}
-	return recs, &plan{ch: intent.Channel(res.Channel)}, nil
+	return recs, &plan{ch: intent.Channel(res.Channel), claimSeq: res.Seq}, nil
 }
 
 // attemptSend makes the provider call for a claimed intent and plans how to
@@ -282,11 +288,16 @@ func (w *Worker) attemptSend(ctx context.Context, j *job, ch intent.Channel, rec
 }
 
 // finished returns the records of a recorded outcome (seq 0: another worker
-// took the intent over; its decision stands).
+// took the intent over; its decision stands; -1: Redis lost the record, so
+// the outcome is published with the seq it would have had, and the rebuild
+// puts it back).
 func (w *Worker) finished(j *job, p *plan, seq int64) ([]kafka.Message, error) {
 	if seq == 0 {
 		w.Log.Warn("lease lost while sending; the other worker's decision stands", "intent_id", j.in.ID)
 		return p.recs, nil
+	}
+	if seq < 0 {
+		seq = p.claimSeq + 1
 	}
 	in, e := j.in, p.req.Entry
 	e.Seq = seq

@@ -56,6 +56,9 @@ func newFixture(t *testing.T, idempotent bool) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := st.MarkRebuilt(context.Background(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	cat, err := catalog.Load(configs.FS)
 	if err != nil {
 		t.Fatal(err)

@@ -29,6 +29,9 @@ func replica(t testing.TB, rdb redis.UniversalClient, prefix string, prof *polic
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := st.MarkRebuilt(context.Background(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	cat, err := catalog.Load(configs.FS)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ type Metrics struct {
 	SendSeconds *prometheus.HistogramVec
 	InfraErrors prometheus.Counter
 	Recovered   prometheus.Counter
+	Rebuilds    prometheus.Counter
 }
 
 // NewMetrics makes the series and registers them with reg (if not nil).
@@ -42,9 +43,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Recovered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dispatcher_sends_recovered_total", Help: "Sends taken over from a worker that stopped mid-send.",
 		}),
+		Rebuilds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dispatcher_state_rebuilds_total", Help: "Times this worker found Redis had lost its state and rebuilt it from Kafka.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Consumed, m.Committed, m.Decisions, m.DLQ, m.Sends, m.SendSeconds, m.InfraErrors, m.Recovered)
+		reg.MustRegister(m.Consumed, m.Committed, m.Decisions, m.DLQ, m.Sends, m.SendSeconds, m.InfraErrors, m.Recovered, m.Rebuilds)
 	}
 	return m
 }

@@ -133,8 +133,11 @@ type Deps struct {
 	Templates Templates
 	Profile   *policy.Profile // the compliance policy every contact passes
 	Senders   map[intent.Channel]Sender
-	OptOuts   OptOuts           // records opt-outs a provider reports
-	Ops       *opsdata.Recorder // counts for the ops page (nil: none)
+	OptOuts   OptOuts // records opt-outs a provider reports
+	// Rebuild restores Redis's state from Kafka (opt-outs, records) when it
+	// is lost; it does nothing if the state is there.
+	Rebuild func(ctx context.Context) error
+	Ops     *opsdata.Recorder // counts for the ops page (nil: none)
 	// OptOutLinks makes a debtor's signed opt-out link for a channel, put
 	// in messages whose template carries one. Nil: no links.
 	OptOutLinks func(debtorID string, ch intent.Channel) (string, error)
@@ -150,6 +153,7 @@ type Worker struct {
 	attempts  atomic.Uint64
 	sendNanos atomic.Int64           // running average of provider call durations
 	reads     map[policy.Stream]bool // the streams the profile's rules count
+	state     sync.RWMutex           // lanes decide under RLock; a rebuild holds Lock
 	Deps
 }
 
@@ -235,15 +239,21 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) lane(stopping, work context.Context, in <-chan kafka.Message) {
 	batch := make([]kafka.Message, 0, w.cfg.MaxBatch)
 	for {
-		batch = batch[:0]
 		select {
-		case m, ok := <-in:
-			if !ok {
-				return
-			}
-			batch = append(batch, m)
 		case <-stopping.Done():
 			return
+		default:
+		}
+		if len(batch) == 0 {
+			select {
+			case m, ok := <-in:
+				if !ok {
+					return
+				}
+				batch = append(batch, m)
+			case <-stopping.Done():
+				return
+			}
 		}
 	fill:
 		for len(batch) < w.cfg.MaxBatch {
@@ -257,24 +267,48 @@ func (w *Worker) lane(stopping, work context.Context, in <-chan kafka.Message) {
 				break fill
 			}
 		}
-		out, done := w.decideBatch(stopping, work, batch)
-		if done == 0 {
-			if len(out) > 0 {
-				_ = w.publish(work, out)
+		w.state.RLock()
+		out, done, lost := w.decideBatch(stopping, work, batch)
+		if len(out) > 0 {
+			if err := w.publish(work, out); err != nil {
+				w.state.RUnlock()
+				return // not committed: redelivered and re-published (ids make it safe)
 			}
-			return
 		}
-		if err := w.publish(work, out); err != nil {
-			return // not committed: redelivered and re-published (ids make it safe)
+		if done > 0 {
+			if err := w.Reader.CommitMessages(work, batch[done-1]); err != nil {
+				w.Log.Warn("commit failed; the batch will be redelivered", "partition", batch[0].Partition, "err", err)
+			}
+			w.Metrics.Committed.Add(float64(done))
 		}
-		if err := w.Reader.CommitMessages(work, batch[done-1]); err != nil {
-			w.Log.Warn("commit failed; the batch will be redelivered", "partition", batch[0].Partition, "err", err)
+		w.state.RUnlock()
+		if lost {
+			w.recoverState(stopping)
+		} else if done == 0 {
+			return // shutting down
 		}
-		w.Metrics.Committed.Add(float64(done))
+		// What was not decided (shutdown, or a lost state) goes first next time.
+		batch = append(batch[:0], batch[done:]...)
 		if stopping.Err() != nil {
 			return
 		}
 	}
+}
+
+// recoverState rebuilds Redis's state from Kafka after it was lost, with
+// every lane of this worker stopped between batches (their decisions so far
+// published), so the replay sees everything this worker recorded.
+func (w *Worker) recoverState(stopping context.Context) {
+	w.state.Lock()
+	defer w.state.Unlock()
+	if w.Rebuild == nil {
+		return
+	}
+	w.Log.Warn("Redis lost the dispatcher's state; rebuilding it from Kafka before deciding anything")
+	if !w.retry(stopping, func() error { return w.Rebuild(stopping) }) {
+		return
+	}
+	w.Metrics.Rebuilds.Inc()
 }
 
 // decideRetrying decides m, retrying infrastructure failures (Redis down,
@@ -288,6 +322,9 @@ func (w *Worker) decideRetrying(stopping, work context.Context, m kafka.Message,
 		recs, err := w.decide(work, m)
 		if err == nil {
 			return recs, nil
+		}
+		if errors.Is(err, store.ErrStateLost) {
+			return nil, err // the lane rebuilds the state before it goes on
 		}
 		var busy *busyError
 		wait := delay
