@@ -69,8 +69,8 @@ func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
 }
 
-// latencies records produce-to-provider-call times.
-type latencies struct {
+// benchLatencies records produce-to-provider-call times.
+type benchLatencies struct {
 	produced sync.Map // intent id → time.Time
 	mu       sync.Mutex
 	samples  []time.Duration
@@ -79,7 +79,7 @@ type latencies struct {
 
 type timedSender struct {
 	worker.Sender
-	l *latencies
+	l *benchLatencies
 }
 
 func (t timedSender) Send(ctx context.Context, m channel.Message) (channel.Receipt, error) {
@@ -96,7 +96,7 @@ func (t timedSender) Send(ctx context.Context, m channel.Message) (channel.Recei
 	return r, err
 }
 
-func (l *latencies) percentiles() (p50, p95, p99 float64) {
+func (l *benchLatencies) percentiles() (p50, p95, p99 float64) {
 	l.mu.Lock()
 	s := slices.Clone(l.samples)
 	l.mu.Unlock()
@@ -186,7 +186,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	defer cleanRedis(url, prefix)
 
 	rt := &roundTrips{}
-	lat := &latencies{}
+	lat := &benchLatencies{}
 	roles := Roles{Worker: true, RedisHook: rt, WrapSender: func(_ intent.Channel, s worker.Sender) worker.Sender { return timedSender{Sender: s, l: lat} }}
 	// Skip the rebuild: this Redis prefix is new and the topics are too.
 	if err := markFresh(ctx, url, prefix); err != nil {

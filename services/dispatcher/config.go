@@ -15,29 +15,30 @@ import (
 // environment in exactly one place, configFromEnv; everything else receives
 // the parts it needs.
 type Config struct {
-	Brokers       []string          // DISPATCHER_KAFKA_BROKERS
-	RedisURL      string            // DISPATCHER_REDIS_URL or REDIS_URL
-	RedisPrefix   string            // DISPATCHER_REDIS_PREFIX
-	HTTPAddr      string            // DISPATCHER_HTTP_ADDR
-	PublicBaseURL string            // DISPATCHER_PUBLIC_BASE_URL
-	Group         string            // DISPATCHER_GROUP
-	StatusTTL     time.Duration     // DISPATCHER_STATUS_TTL
-	SendTimeout   time.Duration     // DISPATCHER_SEND_TIMEOUT
-	ConfigDir     string            // DISPATCHER_CONFIG_DIR: overrides the configs built into the binary
-	Profile       string            // DISPATCHER_PROFILE: policy profile name or file
-	LogLevel      slog.Level        // DISPATCHER_LOG_LEVEL
-	LogFormat     string            // DISPATCHER_LOG_FORMAT: json or text
-	Providers     map[string]string // channel → provider name
-	Twilio        TwilioConfig
-	SMTP          SMTPConfig
-	WeChat        WeChatConfig
-	Rates         map[string]Rate // channel → shared send rate
-	Breaker       BreakerConfig
-	RetryBase     time.Duration // DISPATCHER_RETRY_BASE
-	RetryMax      time.Duration // DISPATCHER_RETRY_MAX
-	RetryLimit    int           // DISPATCHER_RETRY_LIMIT
-	APIKeys       string        // DISPATCHER_API_KEYS: scope:sha256hex,…
-	OptOutKeys    string        // DISPATCHER_OPTOUT_KEYS: kid:secret,… (the first signs)
+	Brokers        []string          // DISPATCHER_KAFKA_BROKERS
+	RedisURL       string            // DISPATCHER_REDIS_URL or REDIS_URL
+	RedisPrefix    string            // DISPATCHER_REDIS_PREFIX
+	HTTPAddr       string            // DISPATCHER_HTTP_ADDR
+	PublicBaseURL  string            // DISPATCHER_PUBLIC_BASE_URL
+	Group          string            // DISPATCHER_GROUP
+	SessionTimeout time.Duration     // DISPATCHER_KAFKA_SESSION_TIMEOUT
+	StatusTTL      time.Duration     // DISPATCHER_STATUS_TTL
+	SendTimeout    time.Duration     // DISPATCHER_SEND_TIMEOUT
+	ConfigDir      string            // DISPATCHER_CONFIG_DIR: overrides the configs built into the binary
+	Profile        string            // DISPATCHER_PROFILE: policy profile name or file
+	LogLevel       slog.Level        // DISPATCHER_LOG_LEVEL
+	LogFormat      string            // DISPATCHER_LOG_FORMAT: json or text
+	Providers      map[string]string // channel → provider name
+	Twilio         TwilioConfig
+	SMTP           SMTPConfig
+	WeChat         WeChatConfig
+	Rates          map[string]Rate // channel → shared send rate
+	Breaker        BreakerConfig
+	RetryBase      time.Duration // DISPATCHER_RETRY_BASE
+	RetryMax       time.Duration // DISPATCHER_RETRY_MAX
+	RetryLimit     int           // DISPATCHER_RETRY_LIMIT
+	APIKeys        string        // DISPATCHER_API_KEYS: scope:sha256hex,…
+	OptOutKeys     string        // DISPATCHER_OPTOUT_KEYS: kid:secret,… (the first signs)
 	// SandboxJournal: DISPATCHER_SANDBOX_JOURNAL, a file where the sandbox
 	// appends every send and which it reads back at start.
 	SandboxJournal string
@@ -85,6 +86,7 @@ var envVars = [][2]string{
 	{"DISPATCHER_HTTP_ADDR", "API listen address (default :8080)"},
 	{"DISPATCHER_PUBLIC_BASE_URL", "base of links and webhook URLs as the outside sees them (default http://localhost:8080)"},
 	{"DISPATCHER_GROUP", "consumer group (default dispatcher)"},
+	{"DISPATCHER_KAFKA_SESSION_TIMEOUT", "consumer session timeout: how soon a dead worker's partitions move (default 10s)"},
 	{"DISPATCHER_STATUS_TTL", "how long intent records stay in Redis (default 2160h = 90 days)"},
 	{"DISPATCHER_SEND_TIMEOUT", "deadline of one provider call (default 10s)"},
 	{"DISPATCHER_PROFILE", "compliance policy: a profile name in configs/profiles (cn-bank, us-regf) or a .yaml file (default cn-bank)"},
@@ -117,16 +119,17 @@ var envVars = [][2]string{
 
 func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	c := Config{
-		RedisPrefix:   "dsp:",
-		HTTPAddr:      ":8080",
-		PublicBaseURL: "http://localhost:8080",
-		Group:         "dispatcher",
-		Profile:       "cn-bank",
-		StatusTTL:     90 * 24 * time.Hour,
-		SendTimeout:   10 * time.Second,
-		LogLevel:      slog.LevelInfo,
-		LogFormat:     "json",
-		Providers:     map[string]string{},
+		RedisPrefix:    "dsp:",
+		HTTPAddr:       ":8080",
+		PublicBaseURL:  "http://localhost:8080",
+		Group:          "dispatcher",
+		SessionTimeout: 10 * time.Second,
+		Profile:        "cn-bank",
+		StatusTTL:      90 * 24 * time.Hour,
+		SendTimeout:    10 * time.Second,
+		LogLevel:       slog.LevelInfo,
+		LogFormat:      "json",
+		Providers:      map[string]string{},
 	}
 	if dev {
 		c.LogFormat = "text"
@@ -166,6 +169,7 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	str("DISPATCHER_SANDBOX_JOURNAL", &c.SandboxJournal)
 	dur("DISPATCHER_STATUS_TTL", &c.StatusTTL)
 	dur("DISPATCHER_SEND_TIMEOUT", &c.SendTimeout)
+	dur("DISPATCHER_KAFKA_SESSION_TIMEOUT", &c.SessionTimeout)
 	dur("DISPATCHER_SANDBOX_LATENCY", &c.SandboxLatency)
 	if v := getenv("DISPATCHER_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {

@@ -48,6 +48,7 @@ commands:
   api       serve the HTTP API
   produce   write sample intents to Kafka
   bench     measure throughput and latency end to end, with the ceilings beside them
+  broker    run the embedded Kafka protocol broker alone, with the topics
   help      show this and the environment variables
 
 Run "dispatcher <command> -h" for a command's flags.
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runProduce(ctx, args, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, args, getenv, stdout, stderr)
+	case "broker":
+		return runBroker(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		fmt.Fprintln(stdout, "\nenvironment:")

@@ -148,7 +148,14 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	recorder := &optout.Recorder{Topic: topics.OptOuts, Pub: s.writer, Hot: s.store}
 	s.ops = opsdata.NewRecorder()
 	if roles.Worker {
-		s.reader = kafka.NewReader(kafkaio.ReaderConfig(cfg.Brokers, cfg.Group, topics.Intents))
+		rc := kafkaio.ReaderConfig(cfg.Brokers, cfg.Group, topics.Intents)
+		rc.SessionTimeout = cfg.SessionTimeout
+		rc.RebalanceTimeout = cfg.SessionTimeout
+		rc.HeartbeatInterval = max(cfg.SessionTimeout/10, 100*time.Millisecond)
+		rc.ErrorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
+			log.Warn("kafka consumer: " + fmt.Sprintf(msg, args...))
+		})
+		s.reader = kafka.NewReader(rc)
 		s.worker, err = worker.New(worker.Config{
 			Owner: s.Owner, SendTimeout: cfg.SendTimeout,
 			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, RetryLimit: cfg.RetryLimit,
@@ -158,6 +165,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 			OptOuts:     recorder,
 			Ops:         s.ops,
 			OptOutLinks: optoutLinks(optoutKeys, cfg.PublicBaseURL),
+			Rebuild:     s.rebuild,
 		})
 		if err != nil {
 			return nil, err
@@ -173,7 +181,8 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		OptOuts: recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
 		PublicBaseURL: cfg.PublicBaseURL, TwilioAuthToken: cfg.Twilio.AuthToken, AllowUnsigned: roles.Dev,
 		APIKeys: apiKeys, OpsRec: s.ops, OpsData: opsView{rdb: rdb, prefix: cfg.RedisPrefix},
-		Ready:   []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping}},
+		Ready: []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping},
+			{Name: "state", Ping: s.stateReady}},
 		OpsOnly: !roles.API,
 	}
 	if roles.Dev {
@@ -306,7 +315,7 @@ func (s *Service) rebuild(ctx context.Context) error {
 		return fmt.Errorf("rebuilding opt-outs from %s: %w", kafkaio.DefaultTopics.OptOuts, err)
 	}
 	applied := 0
-	n, _, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, 1000, func(ms []kafka.Message) error {
+	apply := func(ms []kafka.Message) error {
 		evs := make([]status.Event, 0, len(ms))
 		for _, m := range ms {
 			var ev status.Event
@@ -319,12 +328,47 @@ func (s *Service) rebuild(ctx context.Context) error {
 		k, err := s.store.ApplyEvents(ctx, evs, time.Now())
 		applied += k
 		return err
-	})
+	}
+	n, ends, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, 1000, apply)
 	if err != nil {
 		return fmt.Errorf("rebuilding intent records from %s: %w", kafkaio.DefaultTopics.Status, err)
 	}
 	s.log.Info("state rebuilt from Kafka", "optout_records", optouts, "status_events", n, "entries_applied", applied, "took", time.Since(start).Round(time.Millisecond))
+	// Other workers may still publish decisions they made around the loss:
+	// follow the topic a while longer and fold those in too.
+	go s.followStatus(context.WithoutCancel(ctx), ends, 2*s.cfg.SendTimeout+30*time.Second)
 	return s.store.MarkRebuilt(ctx, time.Now())
+}
+
+// followStatus applies status events published after a rebuild's replay,
+// for a while: what other processes decided while the state was being lost
+// reaches Redis as well.
+func (s *Service) followStatus(ctx context.Context, from map[int]int64, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for part, off := range from {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: s.cfg.Brokers, Topic: kafkaio.DefaultTopics.Status, Partition: part, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 500 * time.Millisecond})
+			defer r.Close()
+			if err := r.SetOffset(off); err != nil {
+				return
+			}
+			for {
+				m, err := r.FetchMessage(ctx)
+				if err != nil {
+					return
+				}
+				var ev status.Event
+				if json.Unmarshal(m.Value, &ev) == nil {
+					_, _ = s.store.ApplyEvents(ctx, []status.Event{ev}, time.Now())
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // watchLag keeps dispatcher_consumer_lag{partition} current: records of
@@ -353,6 +397,19 @@ func (s *Service) watchLag(ctx context.Context, every time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// stateReady fails while Redis lacks the dispatcher's state (lost and not
+// yet rebuilt).
+func (s *Service) stateReady(ctx context.Context) error {
+	need, err := s.store.NeedsRebuild(ctx)
+	if err != nil {
+		return err
+	}
+	if need {
+		return errors.New("redis lost the state; rebuilding from Kafka")
+	}
+	return nil
 }
 
 // opsView reads the ops page's data from Redis.

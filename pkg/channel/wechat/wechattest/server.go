@@ -241,6 +241,16 @@ func (s *Server) Delay(d time.Duration) {
 	s.delay = d
 }
 
+// ClearFaults ends every programmed fault (Fail, FailHTTP, FailUser,
+// Delay) and keeps what was recorded and the de-duplication memory: a
+// provider that recovers.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failN, s.failCode, s.httpN, s.httpStatus, s.delay = 0, 0, 0, 0, 0
+	s.failUser = map[string]int{}
+}
+
 // Reset clears the faults, the recorded sends, the de-duplication memory
 // and the counters. Issued tokens stay valid, and TokenTTL and DedupWindow
 // stay as set: use ExpireTokens for an expiry.
