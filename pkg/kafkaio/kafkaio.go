@@ -59,6 +59,8 @@ const (
 	HeaderSourcePartition = "dlq-source-partition" // partition it came from
 	HeaderSourceOffset    = "dlq-source-offset"    // offset it had
 	HeaderRejectedAt      = "dlq-rejected-at"      // RFC 3339
+	HeaderTruncated       = "dlq-truncated"        // the value was cut: its original length in bytes
+	HeaderSHA256          = "dlq-value-sha256"     // of the whole original value, when cut
 )
 
 // Headers on intents the scheduler re-injects from reminders.deferred.

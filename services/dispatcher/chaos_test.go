@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -197,6 +198,10 @@ func count(t *testing.T, h *harness, st *store.Store, wx *wechattest.Server, ins
 			c.deferred++
 		default:
 			c.other++
+			if c.other <= 5 {
+				b, _ := json.Marshal(rec)
+				t.Logf("not sent: %s", b)
+			}
 		}
 	}
 	c.dlq = len(h.consumeAllQuick(kafkaio.DefaultTopics.DLQ))
@@ -314,7 +319,8 @@ func TestChaosRedis(t *testing.T) {
 
 	testenv.Eventually(t, 120*time.Second, "everything decided", func() bool {
 		if time.Now().Second()%10 == 0 {
-			t.Logf("delivered %d of %d, committed all %v", wx.Delivered(), len(all), h.allCommitted())
+			lag, _ := kafkaio.NewClient(h.brokers).Lag(context.Background(), "dispatcher", kafkaio.DefaultTopics.Intents)
+			t.Logf("delivered %d of %d, committed all %v, lag %v", wx.Delivered(), len(all), h.allCommitted(), lag)
 			time.Sleep(time.Second)
 		}
 		return wx.Delivered() >= len(all) && h.allCommitted()

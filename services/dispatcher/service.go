@@ -53,25 +53,26 @@ type Roles struct {
 // Service is the wired dispatcher: worker and/or API over Kafka and Redis.
 // dev, worker and api run it; the tests run it too.
 type Service struct {
-	cfg      Config
-	roles    Roles
-	log      *slog.Logger
-	rdb      redis.UniversalClient
-	store    *store.Store
-	writer   *kafka.Writer
-	reader   *kafka.Reader
-	kc       *kafkaio.Client
-	worker   *worker.Worker
-	api      *httpapi.Server
-	http     *http.Server
-	ln       net.Listener
-	sched    *scheduler.Scheduler
-	breakers []*breaker.Breaker
-	ops      *opsdata.Recorder
-	Sandbox  *sandbox.Sandbox
-	Profile  *policy.Profile
-	Reg      *prometheus.Registry
-	Owner    string
+	cfg       Config
+	roles     Roles
+	log       *slog.Logger
+	rdb       redis.UniversalClient
+	store     *store.Store
+	writer    *kafka.Writer
+	reader    *kafka.Reader
+	kc        *kafkaio.Client
+	worker    *worker.Worker
+	api       *httpapi.Server
+	http      *http.Server
+	ln        net.Listener
+	sched     *scheduler.Scheduler
+	breakers  []*breaker.Breaker
+	readerCfg kafka.ReaderConfig
+	ops       *opsdata.Recorder
+	Sandbox   *sandbox.Sandbox
+	Profile   *policy.Profile
+	Reg       *prometheus.Registry
+	Owner     string
 }
 
 // NewService wires a service. It checks that the topics exist and Redis
@@ -155,6 +156,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		rc.ErrorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
 			log.Warn("kafka consumer: " + fmt.Sprintf(msg, args...))
 		})
+		s.readerCfg = rc
 		s.reader = kafka.NewReader(rc)
 		s.worker, err = worker.New(worker.Config{
 			Owner: s.Owner, SendTimeout: cfg.SendTimeout,
@@ -166,6 +168,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 			Ops:         s.ops,
 			OptOutLinks: optoutLinks(optoutKeys, cfg.PublicBaseURL),
 			Rebuild:     s.rebuild,
+			Stalled:     s.stalled,
 		})
 		if err != nil {
 			return nil, err
@@ -245,8 +248,19 @@ func (s *Service) Run(ctx context.Context) error {
 		}()
 		go func() {
 			defer wg.Done()
-			if err := s.worker.Run(wctx); err != nil {
-				errc <- err
+			for {
+				err := s.worker.Run(wctx)
+				if !errors.Is(err, worker.ErrStalled) {
+					if err != nil {
+						errc <- err
+					}
+					return
+				}
+				// A stalled reader is replaced: leaving the group and
+				// joining again hands its partitions out afresh.
+				_ = s.reader.Close()
+				s.reader = kafka.NewReader(s.readerCfg)
+				s.worker.Reader = s.reader
 			}
 		}()
 		go func() {
@@ -397,6 +411,22 @@ func (s *Service) watchLag(ctx context.Context, every time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// stalled reports whether the group has records nobody committed.
+func (s *Service) stalled(ctx context.Context) bool {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	lag, err := s.kc.Lag(lctx, s.cfg.Group, kafkaio.DefaultTopics.Intents)
+	if err != nil {
+		return false
+	}
+	for _, n := range lag {
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // stateReady fails while Redis lacks the dispatcher's state (lost and not

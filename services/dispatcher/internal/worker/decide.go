@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,7 +62,17 @@ func (w *Worker) reject(ctx context.Context, m kafka.Message, in intent.Intent, 
 		kafka.Header{Key: kafkaio.HeaderRejectedAt, Value: []byte(w.Now().UTC().Format(time.RFC3339Nano))},
 	)
 	headers = append(headers, kafkaio.SourceHeaders(m)...)
-	out := []kafka.Message{{Topic: w.Topics.DLQ, Key: m.Key, Value: m.Value, Headers: headers}}
+	value := m.Value
+	if len(value) > dlqKeep {
+		// Too large to dead-letter whole (the writer's and the broker's
+		// limits): keep its start and say what it was.
+		sum := sha256.Sum256(value)
+		headers = append(headers,
+			kafka.Header{Key: kafkaio.HeaderTruncated, Value: []byte(strconv.Itoa(len(value)))},
+			kafka.Header{Key: kafkaio.HeaderSHA256, Value: []byte(hex.EncodeToString(sum[:]))})
+		value = value[:dlqKeep]
+	}
+	out := []kafka.Message{{Topic: w.Topics.DLQ, Key: m.Key, Value: value, Headers: headers}}
 	w.Metrics.DLQ.WithLabelValues(code).Inc()
 	w.Ops.Rejected(code, reason, w.Now().UTC())
 	w.Log.Warn("intent rejected to the DLQ", "partition", m.Partition, "offset", m.Offset, "reason", reason)
@@ -75,6 +87,10 @@ func (w *Worker) reject(ctx context.Context, m kafka.Message, in intent.Intent, 
 	}
 	return append(out, recs...), nil
 }
+
+// dlqKeep is the most of a rejected value the DLQ keeps: well under the
+// writer's 1 MiB batch limit and Kafka's default message size.
+const dlqKeep = 256 << 10
 
 // usableIDs reports whether in's id and debtor id passed validation, so a
 // record can be kept under them.

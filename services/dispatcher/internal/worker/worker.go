@@ -10,7 +10,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -82,6 +81,7 @@ type Config struct {
 	RetryMax    time.Duration // longest wait between retries; default 30m
 	RetryLimit  int           // retries before a send ends failed; default 8
 	DrainTime   time.Duration // how long shutdown waits for in-flight work; default 15s
+	StallAfter  time.Duration // fetching nothing this long while records wait: the reader is replaced; default 30s
 }
 
 func (c *Config) defaults() {
@@ -112,6 +112,9 @@ func (c *Config) defaults() {
 	if c.DrainTime == 0 {
 		c.DrainTime = 15 * time.Second
 	}
+	if c.StallAfter == 0 {
+		c.StallAfter = 30 * time.Second
+	}
 }
 
 // Validate reports a config that cannot work.
@@ -137,6 +140,9 @@ type Deps struct {
 	// Rebuild restores Redis's state from Kafka (opt-outs, records) when it
 	// is lost; it does nothing if the state is there.
 	Rebuild func(ctx context.Context) error
+	// Stalled reports whether the consumer group has records no one reads
+	// (asked when this worker fetched nothing for StallAfter).
+	Stalled func(ctx context.Context) bool
 	Ops     *opsdata.Recorder // counts for the ops page (nil: none)
 	// OptOutLinks makes a debtor's signed opt-out link for a channel, put
 	// in messages whose template carries one. Nil: no links.
@@ -154,6 +160,7 @@ type Worker struct {
 	sendNanos atomic.Int64           // running average of provider call durations
 	reads     map[policy.Stream]bool // the streams the profile's rules count
 	state     sync.RWMutex           // lanes decide under RLock; a rebuild holds Lock
+	busy      atomic.Int64           // lanes in the middle of a batch
 	Deps
 }
 
@@ -208,14 +215,40 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		wg.Wait()
 	}()
+	delay := 100 * time.Millisecond
 	for {
-		m, err := w.Reader.FetchMessage(ctx)
+		fctx, cancel := context.WithTimeout(ctx, w.cfg.StallAfter)
+		m, err := w.Reader.FetchMessage(fctx)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("worker: fetch: %w", err)
+			if errors.Is(err, context.DeadlineExceeded) {
+				// Nothing fetched for a while. If every lane is idle while
+				// the group still has records to read, this reader stalled
+				// (it happens to kafka-go after some rebalances): hand it back
+				// to be replaced.
+				if w.busy.Load() == 0 && w.Stalled != nil && w.Stalled(ctx) {
+					w.Log.Warn("the consumer fetched nothing while the group has records to read; replacing it")
+					return ErrStalled
+				}
+				continue
+			}
+			// A fetch error is the broker's or the network's: keep going.
+			w.Metrics.InfraErrors.Inc()
+			w.Log.Warn("fetch failed; retrying", "err", err)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			}
+			delay = min(delay*2, 5*time.Second)
+			continue
 		}
+		delay = 100 * time.Millisecond
 		l, ok := lanes[m.Partition]
 		if !ok {
 			l = make(chan kafka.Message, w.cfg.LaneBuffer)
@@ -267,11 +300,13 @@ func (w *Worker) lane(stopping, work context.Context, in <-chan kafka.Message) {
 				break fill
 			}
 		}
+		w.busy.Add(1)
 		w.state.RLock()
 		out, done, lost := w.decideBatch(stopping, work, batch)
 		if len(out) > 0 {
 			if err := w.publish(work, out); err != nil {
 				w.state.RUnlock()
+				w.busy.Add(-1)
 				return // not committed: redelivered and re-published (ids make it safe)
 			}
 		}
@@ -282,10 +317,18 @@ func (w *Worker) lane(stopping, work context.Context, in <-chan kafka.Message) {
 			w.Metrics.Committed.Add(float64(done))
 		}
 		w.state.RUnlock()
-		if lost {
+		w.busy.Add(-1)
+		switch {
+		case lost:
 			w.recoverState(stopping)
-		} else if done == 0 {
+		case done == 0 && stopping.Err() != nil:
 			return // shutting down
+		case done == 0:
+			// Nothing could be decided this time (a dependency failing in a
+			// way the retries gave up on): try again shortly, never drop the
+			// partition's lane.
+			w.Log.Warn("lane decided nothing; trying again", "partition", batch[0].Partition, "messages", len(batch))
+			time.Sleep(200 * time.Millisecond)
 		}
 		// What was not decided (shutdown, or a lost state) goes first next time.
 		batch = append(batch[:0], batch[done:]...)
@@ -375,6 +418,10 @@ func (w *Worker) publish(ctx context.Context, recs []kafka.Message) error {
 func (c Config) lease() time.Duration {
 	return c.SendTimeout + c.LeaseMargin
 }
+
+// ErrStalled: Run returned because its reader stopped delivering records
+// the group still has; the caller replaces the reader and runs again.
+var ErrStalled = errors.New("worker: consumer stalled")
 
 type busyError struct {
 	id, owner string
