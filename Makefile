@@ -3,7 +3,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: test check unit race fuzz build dev bench
+.PHONY: test check unit race fuzz build dev bench test-chaos
 
 ## test: formatting and vet, the whole suite, then the suite again under the race detector
 test: check unit race
@@ -27,6 +27,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./pkg/optout/
 	$(GO) test -run '^$$' -fuzz '^FuzzSignVerify$$' -fuzztime $(FUZZTIME) ./pkg/optout/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKeyword$$' -fuzztime $(FUZZTIME) ./pkg/optout/
+	$(GO) test -run '^$$' -fuzz '^FuzzTwilioSignature$$' -fuzztime $(FUZZTIME) ./services/dispatcher/internal/httpapi/
+
+## test-chaos: worker processes killed, Redis stopped and flushed, a provider failing, the broker killed
+test-chaos:
+	$(GO) test -tags chaos -count=1 -timeout 20m -run '^TestChaos' -v ./services/dispatcher/
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o dispatcher ./services/dispatcher
