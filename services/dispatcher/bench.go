@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -125,6 +126,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	profile := fs.String("profile", "cn-bank", "policy profile")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	skipCeilings := fs.Bool("no-ceilings", false, "skip measuring the ceilings")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured part to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -246,6 +248,16 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		if err != nil {
 			return err
 		}
+		if *cpuProfile != "" {
+			f, err := os.Create(*cpuProfile)
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer f.Close()
+		}
 		t0 := time.Now()
 		for committed() < float64(*count) {
 			if ctx.Err() != nil {
@@ -255,6 +267,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			time.Sleep(20 * time.Millisecond)
 		}
 		res.Seconds = time.Since(t0).Seconds()
+		if *cpuProfile != "" {
+			pprof.StopCPUProfile()
+		}
 		runtime.ReadMemStats(&ms1)
 		res.RoundTrips = float64(rt.n.Load()-rt0) / float64(*count)
 		stop()

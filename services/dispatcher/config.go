@@ -44,8 +44,8 @@ type Config struct {
 	SandboxJournal string
 	// SandboxLatency: DISPATCHER_SANDBOX_LATENCY, how long each sandbox send takes.
 	SandboxLatency time.Duration
-	// SandboxForgetful: the sandbox does not remember sent ids (dispatcher
-	// bench: a million ids would be a large map). Not from the environment.
+	// SandboxForgetful: DISPATCHER_SANDBOX_FORGETFUL=true, the sandbox does
+	// not remember sent ids (a million ids make a large map: benchmarks).
 	SandboxForgetful bool
 }
 
@@ -95,6 +95,7 @@ var envVars = [][2]string{
 	{"DISPATCHER_LOG_FORMAT", "json or text (default json; dev: text)"},
 	{"DISPATCHER_SANDBOX_JOURNAL", "file where the sandbox appends each send (JSON lines) and remembers sent ids across restarts"},
 	{"DISPATCHER_SANDBOX_LATENCY", "how long each sandbox send takes, like a provider's round trip (default 0)"},
+	{"DISPATCHER_SANDBOX_FORGETFUL", "true: the sandbox does not remember sent ids (benchmarks of millions)"},
 	{"DISPATCHER_API_KEYS", "API keys as scope:sha256hex,… (scopes read, write, admin); dev: a key kept in the data dir and printed"},
 	{"DISPATCHER_OPTOUT_KEYS", "opt-out link keys kid:secret,…; the first signs, all verify (rotation); dev: kept in the data dir"},
 	{"DISPATCHER_SMS_PROVIDER", "sandbox (default) or twilio"},
@@ -171,6 +172,7 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	dur("DISPATCHER_SEND_TIMEOUT", &c.SendTimeout)
 	dur("DISPATCHER_KAFKA_SESSION_TIMEOUT", &c.SessionTimeout)
 	dur("DISPATCHER_SANDBOX_LATENCY", &c.SandboxLatency)
+	c.SandboxForgetful = getenv("DISPATCHER_SANDBOX_FORGETFUL") == "true"
 	if v := getenv("DISPATCHER_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			errs = append(errs, fmt.Errorf("DISPATCHER_LOG_LEVEL: %q is not debug, info, warn or error", v))
