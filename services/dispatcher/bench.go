@@ -59,17 +59,6 @@ type benchResult struct {
 	BytesPer     float64 `json:"alloc_bytes_per_intent"`
 }
 
-// roundTrips counts Redis round trips: a command, or a pipeline.
-type roundTrips struct{ n atomic.Int64 }
-
-func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
-}
-func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
-}
-
 // benchLatencies records produce-to-provider-call times.
 type benchLatencies struct {
 	produced sync.Map // intent id → time.Time
@@ -187,7 +176,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	cfg.Group = "bench-" + hex.EncodeToString(rnd[:])
 	defer cleanRedis(url, prefix)
 
-	rt := &roundTrips{}
+	rt := &store.RoundTrips{}
 	lat := &benchLatencies{}
 	roles := Roles{Worker: true, RedisHook: rt, WrapSender: func(_ intent.Channel, s worker.Sender) worker.Sender { return timedSender{Sender: s, l: lat} }}
 	// Skip the rebuild: this Redis prefix is new and the topics are too.
@@ -243,7 +232,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintf(stderr, "draining…\n")
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
-		rt0 := rt.n.Load()
+		rt0 := rt.Load()
 		stop, done, err := start()
 		if err != nil {
 			return err
@@ -271,7 +260,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			pprof.StopCPUProfile()
 		}
 		runtime.ReadMemStats(&ms1)
-		res.RoundTrips = float64(rt.n.Load()-rt0) / float64(*count)
+		res.RoundTrips = float64(rt.Load()-rt0) / float64(*count)
 		stop()
 		<-done
 		svc.Close()
@@ -282,7 +271,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
-		rt0 := rt.n.Load()
+		rt0 := rt.Load()
 		fmt.Fprintf(stderr, "offering %.0f intents/s for %s…\n", *rate, *duration)
 		tick := 10 * time.Millisecond
 		per := *rate * tick.Seconds()
@@ -308,7 +297,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		res.Intents, res.Seconds = n, time.Since(t0).Seconds()
 		runtime.ReadMemStats(&ms1)
-		res.RoundTrips = float64(rt.n.Load()-rt0) / float64(max(n, 1))
+		res.RoundTrips = float64(rt.Load()-rt0) / float64(max(n, 1))
 		stop()
 		<-done
 		svc.Close()

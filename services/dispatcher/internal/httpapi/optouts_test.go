@@ -2,18 +2,15 @@ package httpapi
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/contactd/dispatcher/pkg/channel/twilio/twiliotest"
 	"github.com/contactd/dispatcher/pkg/optout"
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
@@ -87,23 +84,8 @@ func TestOptOutAPI(t *testing.T) {
 	}
 }
 
-// twilioSign signs a request as Twilio does: HMAC-SHA1 of the URL followed
-// by the POST parameters sorted by name, each name then value, base64.
-func twilioSign(token, u string, form url.Values) string {
-	keys := make([]string, 0, len(form))
-	for k := range form {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteString(u)
-	for _, k := range keys {
-		b.WriteString(k + form.Get(k))
-	}
-	m := hmac.New(sha1.New, []byte(token))
-	m.Write([]byte(b.String()))
-	return base64.StdEncoding.EncodeToString(m.Sum(nil))
-}
+// twilioSign signs a request as Twilio does.
+func twilioSign(token, u string, form url.Values) string { return twiliotest.Sign(token, u, form) }
 
 func webhook(t *testing.T, s *Server, path string, form url.Values, sig string) *httptest.ResponseRecorder {
 	t.Helper()

@@ -15,18 +15,6 @@ import (
 	"github.com/contactd/dispatcher/pkg/testenv"
 )
 
-// roundTrips counts what a go-redis client sends: one per command, one per
-// pipeline.
-type roundTrips struct{ n atomic.Int64 }
-
-func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
-}
-func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
-}
-
 // BenchmarkGate measures gate decisions against a real Redis (cn-bank
 // profile, every intent for a new debtor so each is allowed and reserves a
 // slot: the hot path). It reports decisions/s and Redis round trips per
@@ -42,7 +30,7 @@ func BenchmarkGate(b *testing.B) {
 	o.PoolSize = 32
 	rdb := redis.NewClient(o)
 	defer rdb.Close()
-	rt := &roundTrips{}
+	rt := &store.RoundTrips{}
 	rdb.AddHook(rt)
 	prefix := testenv.Prefix(b)
 	defer func() {
@@ -82,7 +70,7 @@ func BenchmarkGate(b *testing.B) {
 	}
 	report := func(b *testing.B, start int64) {
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
-		b.ReportMetric(float64(rt.n.Load()-start)/float64(b.N), "roundtrips/op")
+		b.ReportMetric(float64(rt.Load()-start)/float64(b.N), "roundtrips/op")
 	}
 	check := func(b *testing.B, g store.GateResult, err error) {
 		if err != nil {
@@ -94,7 +82,7 @@ func BenchmarkGate(b *testing.B) {
 	}
 
 	b.Run("sequential", func(b *testing.B) {
-		start := rt.n.Load()
+		start := rt.Load()
 		for b.Loop() {
 			g, err := st.Gate(context.Background(), next())
 			check(b, g, err)
@@ -102,7 +90,7 @@ func BenchmarkGate(b *testing.B) {
 		report(b, start)
 	})
 	b.Run("parallel", func(b *testing.B) {
-		start := rt.n.Load()
+		start := rt.Load()
 		b.SetParallelism(6) // 12 goroutines on 2 cores: one per partition lane
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
@@ -113,7 +101,7 @@ func BenchmarkGate(b *testing.B) {
 		report(b, start)
 	})
 	b.Run("pipelined-ceiling", func(b *testing.B) {
-		start := rt.n.Load()
+		start := rt.Load()
 		batch := make([]store.GateRequest, 0, 100)
 		flush := func() {
 			res, err := st.GateBatch(context.Background(), batch)
