@@ -36,14 +36,34 @@ func TestSharedRate(t *testing.T) {
 			}()
 		}
 	}
+	// What each window granted, as Redis counts it (a grant taken at the end
+	// of a window may be used just after it, so the callers' clocks are not
+	// the measure): sampled while the windows live.
+	granted := map[string]int{}
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for ctx.Err() == nil {
+			keys, _ := rdb.Keys(context.Background(), prefix+"ratelimit:sms:*").Result()
+			for _, k := range keys {
+				if n, err := rdb.Get(context.Background(), k).Int(); err == nil && n > granted[k] {
+					granted[k] = n
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 	wg.Wait()
-	for w, n := range perWindow {
-		// A grant taken at the very end of a window can be used just after
-		// it; allow the one batch (20/20 = 1) of slack.
-		if n > 21 {
-			t.Errorf("window %d let %d sends through, limit 20", w, n)
+	<-sampled
+	if len(granted) < 4 {
+		t.Fatalf("only %d windows seen", len(granted))
+	}
+	for k, n := range granted {
+		if n > 20 {
+			t.Errorf("window %s granted %d sends, limit 20", k, n)
 		}
 	}
+	_ = perWindow
 	if total.Load() < 60 {
 		t.Errorf("only %d sends in 1.2 s at 20 per 200 ms: the limiter starves", total.Load())
 	}
