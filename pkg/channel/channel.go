@@ -5,8 +5,12 @@
 package channel
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/contactd/dispatcher/pkg/intent"
@@ -102,4 +106,36 @@ func KindOf(err error) Kind {
 // Errorf makes a classified error.
 func Errorf(k Kind, code, format string, args ...any) error {
 	return &Error{Kind: k, Code: code, Err: fmt.Errorf(format, args...)}
+}
+
+// TransportCode names a provider call's failure that got no reply:
+// "canceled", "timeout", "connect" (the connection was never made, so
+// nothing was sent) or "transport".
+func TransportCode(err error) string {
+	var ne net.Error
+	var op *net.OpError
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.As(err, &op) && op.Op == "dial":
+		return "connect"
+	}
+	return "transport"
+}
+
+// RetryAfter reads an HTTP Retry-After header (seconds or an HTTP date);
+// 0 when it is absent, malformed or in the past.
+func RetryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(h); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }

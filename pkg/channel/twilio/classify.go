@@ -1,10 +1,8 @@
 package twilio
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -80,7 +78,7 @@ func classify(o outcome, now time.Time) *channel.Error {
 	}
 	switch {
 	case status >= 400 || code != 0:
-		return restError(status, code, retryAfter(o.retryAfter, now))
+		return restError(status, code, channel.RetryAfter(o.retryAfter, now))
 	case o.err == nil && o.sid != "":
 		return nil
 	case o.status != 0 || o.err == nil:
@@ -89,11 +87,11 @@ func classify(o outcome, now time.Time) *channel.Error {
 		return &channel.Error{Kind: channel.Unknown, Code: "bad_reply",
 			Err: fmt.Errorf("HTTP %d without a readable SID", o.status)}
 	case o.sent == unsent:
-		return &channel.Error{Kind: channel.Retryable, Code: transportCode(o.err), Err: fmt.Errorf("not sent: %w", o.err)}
+		return &channel.Error{Kind: channel.Retryable, Code: channel.TransportCode(o.err), Err: fmt.Errorf("not sent: %w", o.err)}
 	default:
 		// Written (or perhaps written), then no answer: Twilio may have
 		// created it.
-		return &channel.Error{Kind: channel.Unknown, Code: transportCode(o.err), Err: fmt.Errorf("no answer: %w", o.err)}
+		return &channel.Error{Kind: channel.Unknown, Code: channel.TransportCode(o.err), Err: fmt.Errorf("no answer: %w", o.err)}
 	}
 }
 
@@ -125,33 +123,4 @@ func restError(status, code int, after time.Duration) *channel.Error {
 		e.RetryAfter = after
 	}
 	return e
-}
-
-// transportCode names a failure without a reply.
-func transportCode(err error) string {
-	var ne net.Error
-	var op *net.OpError
-	switch {
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case errors.As(err, &op) && op.Op == "dial":
-		return "connect"
-	}
-	return "transport"
-}
-
-// retryAfter reads a Retry-After header (seconds or an HTTP date).
-func retryAfter(h string, now time.Time) time.Duration {
-	if h == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(h); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }

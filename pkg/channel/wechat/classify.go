@@ -1,10 +1,8 @@
 package wechat
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -35,17 +33,17 @@ func classify(o outcome, now time.Time) *channel.Error {
 	switch {
 	case o.err != nil && !o.wrote:
 		// The request never left: WeChat cannot have it.
-		return &channel.Error{Kind: channel.Retryable, Code: transportCode(o.err), Err: fmt.Errorf("not sent: %w", o.err)}
+		return &channel.Error{Kind: channel.Retryable, Code: channel.TransportCode(o.err), Err: fmt.Errorf("not sent: %w", o.err)}
 	case o.err != nil:
 		// Written, then no complete answer: WeChat may have sent it.
-		return &channel.Error{Kind: channel.Unknown, Code: transportCode(o.err), Err: fmt.Errorf("no answer: %w", o.err)}
+		return &channel.Error{Kind: channel.Unknown, Code: channel.TransportCode(o.err), Err: fmt.Errorf("no answer: %w", o.err)}
 	case o.status >= 500:
 		return &channel.Error{Kind: channel.Retryable, Code: "http_" + strconv.Itoa(o.status), Err: fmt.Errorf("HTTP %d", o.status)}
 	case o.status != http.StatusOK:
 		// WeChat answers 200 with an errcode; anything else came from in
 		// front of it (a proxy, a gateway) and did not pass the message on.
 		return &channel.Error{Kind: channel.Retryable, Code: "http_" + strconv.Itoa(o.status),
-			RetryAfter: retryAfter(o.retryAfter, now), Err: fmt.Errorf("HTTP %d", o.status)}
+			RetryAfter: channel.RetryAfter(o.retryAfter, now), Err: fmt.Errorf("HTTP %d", o.status)}
 	case o.badBody:
 		// A 200 that is not WeChat's answer: nobody can say it was not sent.
 		return &channel.Error{Kind: channel.Unknown, Code: "bad_reply", Err: errors.New("the reply is not WeChat's JSON")}
@@ -74,31 +72,6 @@ func classify(o outcome, now time.Time) *channel.Error {
 	// and codes not known here. WeChat did not send the message, and
 	// counting these against the breaker lets a lasting fault open it.
 	return e
-}
-
-func transportCode(err error) string {
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	}
-	return "transport"
-}
-
-// retryAfter reads a Retry-After header (seconds or an HTTP date).
-func retryAfter(h string, now time.Time) time.Duration {
-	if h == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(h); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }
 
 // clip bounds an errmsg kept in an error.

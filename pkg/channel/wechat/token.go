@@ -134,7 +134,7 @@ func (c *Client) token(ctx context.Context, rejected string) (string, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return "", &channel.Error{Kind: channel.Retryable, Code: transportCode(ctx.Err()), Err: fmt.Errorf("wechat: waiting for an access token: %w", ctx.Err())}
+			return "", &channel.Error{Kind: channel.Retryable, Code: channel.TransportCode(ctx.Err()), Err: fmt.Errorf("wechat: waiting for an access token: %w", ctx.Err())}
 		case <-time.After(s.poll):
 		}
 		if t, ok, err = s.load(ctx, app); err != nil {
@@ -208,7 +208,7 @@ func (c *Client) fetch(ctx context.Context, force bool) (stored, time.Duration, 
 	}
 	switch {
 	case o.err != nil:
-		return fail(transportCode(o.err), o.err)
+		return fail(channel.TransportCode(o.err), o.err)
 	case o.status != http.StatusOK:
 		return fail(fmt.Sprintf("http_%d", o.status), fmt.Errorf("HTTP %d", o.status))
 	case o.badBody:

@@ -369,7 +369,7 @@ func TestClassificationAgainstServer(t *testing.T) {
 		{name: "minute quota", fault: func(s *wechattest.Server) { s.Fail(1, 45011) }, kind: channel.Retryable, code: "45011"},
 		{name: "system busy", fault: func(s *wechattest.Server) { s.Fail(1, -1) }, kind: channel.Retryable, code: "-1"},
 		{name: "HTTP 500", fault: func(s *wechattest.Server) { s.FailHTTP(1, 500) }, kind: channel.Retryable, code: "http_500"},
-		{name: "server gone", closed: true, kind: channel.Retryable, code: "transport"},
+		{name: "server gone", closed: true, kind: channel.Retryable, code: "connect"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
