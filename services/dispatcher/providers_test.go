@@ -185,8 +185,11 @@ func TestProviderOutage(t *testing.T) {
 	// The cool-down is long enough that no half-open trial call has run
 	// by the time the test sees the breaker open, even on a loaded machine.
 	failedWhenOpened := f.twilio.Count()
-	if failedWhenOpened < 5 || failedWhenOpened > 5+12 {
-		t.Errorf("%d calls to Twilio before its breaker opened; want the configured 5 (plus at most one in flight per lane)", failedWhenOpened)
+	// At least the configured 5; at most one call per SMS-capable intent
+	// (30): none is retried before the breaker opens. (Calls in flight on
+	// 12 lanes when it trips make the exact count vary with the load.)
+	if failedWhenOpened < 5 || failedWhenOpened > len(smsOnly)+len(fallback) {
+		t.Errorf("%d calls to Twilio before its breaker opened; want the configured 5, at most one per SMS-capable intent", failedWhenOpened)
 	}
 	testenv.Eventually(t, 30*time.Second, "e-mail and fallback intents sent while Twilio is down", func() bool {
 		return h.statesOf(svc, mails)[status.Sent] == 10 && h.statesOf(svc, fallback)[status.Sent] == 10
