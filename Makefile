@@ -34,7 +34,7 @@ test-chaos:
 	$(GO) test -tags chaos -count=1 -timeout 20m -run '^TestChaos' -v ./services/dispatcher/
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o dispatcher ./services/dispatcher
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/dispatcher ./services/dispatcher
 
 dev:
 	$(GO) run ./services/dispatcher dev

@@ -75,12 +75,14 @@ func (s *Store) Recent(ctx context.Context, debtorID string, st Stream, since ti
 }
 
 // RecordEvent adds an event to a stream (a reported conversation, a
-// connected call), kept for retention.
+// connected call), kept for retention: events older than retention before
+// at are trimmed. The stream's clock is the time it is handed, never the
+// wall clock, so a caller's clock decides what is still in a window.
 func (s *Store) RecordEvent(ctx context.Context, debtorID string, st Stream, member string, at time.Time, retention time.Duration) error {
 	key := s.keys.Stream(debtorID, st)
 	pipe := s.rdb.TxPipeline()
 	pipe.ZAdd(ctx, key, redis.Z{Score: float64(at.UnixMilli()), Member: member})
-	pipe.ZRemRangeByScore(ctx, key, "-inf", fmt.Sprint(time.Now().Add(-retention).UnixMilli()))
+	pipe.ZRemRangeByScore(ctx, key, "-inf", fmt.Sprint(at.Add(-retention).UnixMilli()))
 	pipe.PExpire(ctx, key, retention)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("store: record event: %w", err)

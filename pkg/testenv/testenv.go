@@ -59,6 +59,7 @@ func Redis(t testing.TB) (*redis.Client, string) {
 	t.Helper()
 	o, _ := redis.ParseURL(RedisURL(t))
 	c := redis.NewClient(o)
+	c.AddHook(clockHook{t})
 	prefix := Prefix(t)
 	t.Cleanup(func() {
 		ctx := context.Background()

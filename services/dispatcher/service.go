@@ -233,7 +233,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.ops.Run(wctx, s.rdb, s.cfg.RedisPrefix, 2*time.Second)
+		s.ops.Run(wctx, s.rdb, s.cfg.RedisPrefix, 2*time.Second, time.Now)
 	}()
 	if s.worker != nil {
 		wg.Add(3)

@@ -151,19 +151,20 @@ func (r *Recorder) Flush(ctx context.Context, rdb redis.UniversalClient, prefix 
 	return err
 }
 
-// Run flushes every interval until ctx ends, and once more at the end.
-func (r *Recorder) Run(ctx context.Context, rdb redis.UniversalClient, prefix string, every time.Duration) {
+// Run flushes every interval until ctx ends, and once more at the end,
+// stamping each flush with now.
+func (r *Recorder) Run(ctx context.Context, rdb redis.UniversalClient, prefix string, every time.Duration, now func() time.Time) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = r.Flush(fctx, rdb, prefix, time.Now())
+			_ = r.Flush(fctx, rdb, prefix, now())
 			cancel()
 			return
 		case <-t.C:
-			_ = r.Flush(ctx, rdb, prefix, time.Now())
+			_ = r.Flush(ctx, rdb, prefix, now())
 		}
 	}
 }
