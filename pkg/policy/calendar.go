@@ -29,13 +29,18 @@ type calendar struct {
 }
 
 // forbidden reports whether a holiday rule with the given days forbids local
-// day dn (days since 1970-01-01).
-func (c *calendar) forbidden(days string, dn int64) bool {
+// day dn (days since 1970-01-01). A day of a year no calendar covers is a
+// day off unless ordinary says such days are ordinary: a calendar that runs
+// out fails safe.
+func (c *calendar) forbidden(days string, dn int64, ordinary bool) bool {
 	k := dayNormal
 	if c != nil && dn >= c.first && dn < c.first+int64(len(c.kinds)) {
 		k = c.kinds[dn-c.first]
 	}
 	if k == dayOff {
+		return true
+	}
+	if !ordinary && !c.covers(dn) {
 		return true
 	}
 	if days == DaysNonWorking && k != dayWorking {
@@ -44,6 +49,14 @@ func (c *calendar) forbidden(days string, dn int64) bool {
 	}
 	return false
 }
+
+// covers reports whether a calendar covers the year of local day dn.
+func (c *calendar) covers(dn int64) bool {
+	return c != nil && c.years[yearOf(dn)]
+}
+
+// yearOf is the year of local day dn.
+func yearOf(dn int64) int { return time.Unix(dn*day, 0).UTC().Year() }
 
 // calendarFile is the YAML form of configs/holidays/<name>.yaml.
 type calendarFile struct {

@@ -32,12 +32,16 @@ const maxSpan = 366 * 24 * time.Hour
 
 // profileFile is the YAML form of configs/profiles/<name>.yaml.
 type profileFile struct {
-	Name        string     `yaml:"name"`
-	Description string     `yaml:"description"`
-	TimeZone    zoneFile   `yaml:"time_zone"`
-	Holidays    []string   `yaml:"holidays"`
-	Jitter      string     `yaml:"jitter"`
-	Rules       []ruleFile `yaml:"rules"`
+	Name        string   `yaml:"name"`
+	Description string   `yaml:"description"`
+	TimeZone    zoneFile `yaml:"time_zone"`
+	Holidays    []string `yaml:"holidays"`
+	// UncoveredYear: holiday (default) or ordinary, what a holiday rule
+	// makes of a day in a year no calendar covers.
+	UncoveredYear string              `yaml:"uncovered_year"`
+	Requires      map[string][]string `yaml:"requires"`
+	Jitter        string              `yaml:"jitter"`
+	Rules         []ruleFile          `yaml:"rules"`
 }
 
 type zoneFile struct {
@@ -73,20 +77,16 @@ type streamFile struct {
 // file, the line of the rule and the field.
 func Load(fsys fs.FS, name string) (*Profile, error) {
 	var (
-		file    string
-		data    []byte
-		err     error
-		readCal func(cal string) (string, []byte, error)
+		file string
+		data []byte
+		err  error
+		cals calendars
 	)
 	if strings.Contains(name, "/") || strings.HasSuffix(name, ".yaml") {
 		file = name
 		data, err = os.ReadFile(name)
 		dir := filepath.Join(filepath.Dir(name), "..", HolidayDir)
-		readCal = func(cal string) (string, []byte, error) {
-			f := filepath.Join(dir, cal+".yaml")
-			b, err := os.ReadFile(f)
-			return f, b, err
-		}
+		cals = calendars{fsys: os.DirFS(dir), dir: dir + string(filepath.Separator)}
 	} else {
 		if !validName(name) {
 			return nil, fmt.Errorf("policy profile %q: not a profile name (letters, digits, '.', '_', '-') or a .yaml path", name)
@@ -96,16 +96,14 @@ func Load(fsys fs.FS, name string) (*Profile, error) {
 		}
 		file = path.Join(ProfileDir, name+".yaml")
 		data, err = fs.ReadFile(fsys, file)
-		readCal = func(cal string) (string, []byte, error) {
-			f := path.Join(HolidayDir, cal+".yaml")
-			b, err := fs.ReadFile(fsys, f)
-			return f, b, err
+		if sub, serr := fs.Sub(fsys, HolidayDir); serr == nil {
+			cals = calendars{fsys: sub, dir: HolidayDir + "/"}
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("policy profile: %w", err)
 	}
-	p, err := parse(file, data, readCal)
+	p, err := parse(file, data, cals)
 	if err != nil {
 		return nil, err
 	}
@@ -115,9 +113,46 @@ func Load(fsys fs.FS, name string) (*Profile, error) {
 	return p, nil
 }
 
-// parse checks a profile file. readCal reads a holiday calendar by name and
-// returns the file name to report.
-func parse(file string, data []byte, readCal func(string) (string, []byte, error)) (*Profile, error) {
+// calendars reads holiday calendar files from a directory.
+type calendars struct {
+	fsys fs.FS  // the holidays directory
+	dir  string // how to name it in errors, with its trailing separator
+}
+
+// read returns the files a profile's `holidays` entry names: the file
+// <name>.yaml if there is one, else every <name>-<year>.yaml (a family such
+// as "cn": cn-2026.yaml, cn-2027.yaml, … — a bank adds next year's file to
+// its configuration directory without editing the profile).
+func (c calendars) read(name string) (files []string, data [][]byte, err error) {
+	if c.fsys == nil {
+		return nil, nil, fmt.Errorf("unknown holiday calendar %q: no holidays directory", name)
+	}
+	b, err := fs.ReadFile(c.fsys, name+".yaml")
+	if err == nil {
+		return []string{c.dir + name + ".yaml"}, [][]byte{b}, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("holiday calendar %q: %v", name, err)
+	}
+	matches, _ := fs.Glob(c.fsys, name+"-*.yaml")
+	for _, m := range matches {
+		if y := strings.TrimSuffix(strings.TrimPrefix(m, name+"-"), ".yaml"); len(y) != 4 || strings.Trim(y, "0123456789") != "" {
+			continue // cn-bank-extra.yaml is not a year of cn
+		}
+		b, err := fs.ReadFile(c.fsys, m)
+		if err != nil {
+			return nil, nil, fmt.Errorf("holiday calendar %q: %v", m, err)
+		}
+		files, data = append(files, c.dir+m), append(data, b)
+	}
+	if len(files) == 0 {
+		return nil, nil, fmt.Errorf("unknown holiday calendar %q: no file %s%s.yaml nor %s%s-<year>.yaml", name, c.dir, name, c.dir, name)
+	}
+	return files, data, nil
+}
+
+// parse checks a profile file, reading its holiday calendars from cals.
+func parse(file string, data []byte, cals calendars) (*Profile, error) {
 	var f profileFile
 	if err := decodeStrict(data, &f); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
@@ -152,31 +187,42 @@ func parse(file string, data []byte, readCal func(string) (string, []byte, error
 		p.Jitter = j
 	}
 
-	var cals []*parsedCalendar
+	switch f.UncoveredYear {
+	case "", "holiday":
+	case "ordinary":
+		p.uncoveredOrdinary = true
+	default:
+		return nil, fail("uncovered_year", "%q must be holiday (a day of a year no calendar covers is a day off: the default) or ordinary", f.UncoveredYear)
+	}
+
+	var parsed []*parsedCalendar
 	for i, name := range f.Holidays {
 		field := fmt.Sprintf("holidays[%d]", i)
 		if !validName(name) {
 			return nil, fail(field, "%q is not a calendar name", name)
 		}
-		for _, c := range cals {
-			if c.name == name {
-				return nil, fail(field, "calendar %q listed twice", name)
-			}
-		}
-		cf, b, err := readCal(name)
+		files, datas, err := cals.read(name)
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil, fail(field, "unknown holiday calendar %q: no file %s", name, cf)
+			return nil, fail(field, "%v", err)
+		}
+		for k, cf := range files {
+			want := strings.TrimSuffix(path.Base(filepath.ToSlash(cf)), ".yaml")
+			for _, c := range parsed {
+				if c.name == want {
+					return nil, fail(field, "calendar %q listed twice", want)
+				}
 			}
-			return nil, fail(field, "holiday calendar %q: %v", name, err)
+			pc, err := parseCalendar(cf, want, datas[k])
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", file, field, err)
+			}
+			if y := strings.TrimPrefix(want, name+"-"); y != want && y != strconv.Itoa(pc.year) {
+				return nil, fmt.Errorf("%s: %s: %s: year: %d is not the year its name says, %s", file, field, cf, pc.year, y)
+			}
+			parsed = append(parsed, pc)
 		}
-		pc, err := parseCalendar(cf, name, b)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", file, field, err)
-		}
-		cals = append(cals, pc)
 	}
-	cal, err := merge(cals)
+	cal, err := merge(parsed)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
@@ -204,11 +250,60 @@ func parse(file string, data []byte, readCal func(string) (string, []byte, error
 		p.byID[r.ID] = r
 		p.Rules = append(p.Rules, r)
 	}
+	if err := p.checkRequires(f.Requires, fail); err != nil {
+		return nil, err
+	}
 	p.index()
 	// The first zone lookup loads phonenumbers' table: do it now, not on
 	// the first intent.
 	_, _ = phonenumbers.GetTimezonesForPrefix("+1")
 	return p, nil
+}
+
+// checkRequires reads the profile's required fields and the rules that
+// need them: a holiday rule needs a calendar (or uncovered_year: ordinary),
+// and a rule counting per debt needs debt_id on every channel it applies
+// to, so that no rule can become no rule for an intent that lacks a field.
+func (p *Profile) checkRequires(req map[string][]string, fail func(field, format string, args ...any) error) error {
+	p.requires = map[intent.Channel][]requirement{}
+	chans := make([]string, 0, len(req))
+	for c := range req {
+		chans = append(chans, c)
+	}
+	slices.Sort(chans)
+	for _, c := range chans {
+		ch := intent.Channel(c)
+		if !ch.Known() {
+			return fail("requires", "unknown channel %q (known: %s)", c, channelList())
+		}
+		for i, field := range req[c] {
+			if !slices.Contains(requirableFields, field) {
+				return fail(fmt.Sprintf("requires.%s[%d]", c, i), "%q is not a field a profile can require (%s)", field, strings.Join(requirableFields, ", "))
+			}
+			p.requires[ch] = append(p.requires[ch], requirement{field: field, why: "required by the profile"})
+		}
+	}
+	for _, r := range p.Rules {
+		if r.Kind == KindHoliday {
+			p.holidayRules = true
+			if p.cal == nil && !p.uncoveredOrdinary {
+				return fail("holidays", "rule %s is a holiday rule and no calendar is listed: list one, or set uncovered_year: ordinary to treat days no calendar covers as ordinary days", r.ID)
+			}
+		}
+		if r.Stream.Scope != ScopeDebt {
+			continue
+		}
+		for _, ch := range r.Channels {
+			i := slices.IndexFunc(p.requires[ch], func(q requirement) bool { return q.field == "debt_id" })
+			if i < 0 {
+				return fail("requires", "rule %s counts per debt on %s: add debt_id under requires.%s, or an intent without one would pass the rule unchecked", r.ID, ch, ch)
+			}
+			if p.requires[ch][i].why == "required by the profile" {
+				p.requires[ch][i].why = "rule " + r.ID + " counts per debt"
+			}
+		}
+	}
+	return nil
 }
 
 // rule checks one rule against the profile so far.

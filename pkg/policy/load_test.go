@@ -53,8 +53,8 @@ func TestLoadShipped(t *testing.T) {
 			if p.Name != tc.name || p.DefaultZone.String() != tc.zone || p.ZonePolicy() != tc.policy || p.Jitter != tc.jitter || p.Description == "" {
 				t.Errorf("profile = %s %s %s %v %q", p.Name, p.DefaultZone, p.ZonePolicy(), p.Jitter, p.Description)
 			}
-			if p.CoversYear(2026) != tc.year2026 || p.CoversYear(2027) {
-				t.Errorf("CoversYear(2026) = %v, CoversYear(2027) = %v", p.CoversYear(2026), p.CoversYear(2027))
+			if p.CoversYear(2026) != tc.year2026 || p.CoversYear(2027) != tc.year2026 || p.CoversYear(2028) {
+				t.Errorf("CoversYear(2026) = %v, CoversYear(2027) = %v, CoversYear(2028) = %v", p.CoversYear(2026), p.CoversYear(2027), p.CoversYear(2028))
 			}
 			if len(p.Rules) != len(tc.rules) {
 				t.Fatalf("%d rules, want %d", len(p.Rules), len(tc.rules))
@@ -188,6 +188,8 @@ func TestLoadRejects(t *testing.T) {
 		{name: "unknown holiday calendar", old: "holidays: [cn-2026]", new: "holidays: [cn-2099]", want: []string{"holidays[0]", "cn-2099"}},
 		{name: "calendar name with a path", old: "holidays: [cn-2026]", new: "holidays: [../cn-2026]", want: []string{"holidays[0]"}},
 		{name: "holidays rule without a calendar", old: "holidays: [cn-2026]\n", new: "", want: []string{"rules[1] (h)", "days", "calendar"}},
+		{name: "bad uncovered_year", new: "uncovered_year: maybe\n", want: []string{"uncovered_year", `"maybe"`}},
+		{name: "unknown required channel", new: "requires: {fax: [debt_id]}\n", want: []string{"requires", `"fax"`}},
 		{name: "unknown channel", old: "channels: [sms, voice]", new: "channels: [sms, fax]", want: []string{"channels[1]", `"fax"`}},
 		{name: "channel twice", old: "channels: [sms, voice]", new: "channels: [sms, sms]", want: []string{"channels[1]"}},
 		{name: "no channels", old: "channels: [sms, voice]", new: "channels: []", want: []string{"channels"}},

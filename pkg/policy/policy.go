@@ -15,6 +15,7 @@
 package policy
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -79,8 +80,13 @@ type Profile struct {
 	zonePolicy   string
 	defaultZones []*time.Location // {DefaultZone}, shared, never modified
 	cal          *calendar
-	byID         map[string]*Rule
-	byChannel    [4]channelRules // indexed by channelIndex
+	// uncoveredOrdinary: a day of a year no calendar covers is an ordinary
+	// day (uncovered_year: ordinary); by default it is a day off.
+	uncoveredOrdinary bool
+	holidayRules      bool                             // some rule is of kind holiday
+	requires          map[intent.Channel][]requirement // fields an intent needs for a channel
+	byID              map[string]*Rule
+	byChannel         [4]channelRules // indexed by channelIndex
 
 	locs   sync.Map // zone name → *time.Location, valid names only
 	phones sync.Map // *string from phonenumbers' prefix table → []*time.Location
@@ -148,12 +154,105 @@ func (p *Profile) Rule(id string) *Rule { return p.byID[id] }
 func (p *Profile) ZonePolicy() string { return p.zonePolicy }
 
 // CoversYear reports whether the profile's holiday calendars cover the
-// year. In a year none covers, holiday rules know no statutory days off
-// (DaysNonWorking still forbids weekends): the service should warn, and
-// compliance add the next year's calendar, before the year starts.
+// year. On a day of a year none covers, holiday rules forbid contact on
+// every channel they restrict (unless the profile says uncovered_year:
+// ordinary): the service warns ahead, and compliance adds the next year's
+// calendar before the year starts.
 func (p *Profile) CoversYear(year int) bool {
 	return p.cal != nil && p.cal.years[year]
 }
+
+// Calendars names the holiday calendars the profile loaded, in order.
+func (p *Profile) Calendars() []string {
+	if p.cal == nil {
+		return nil
+	}
+	return append([]string(nil), p.cal.names...)
+}
+
+// CoveredUntil returns the instant the holiday calendars stop covering, as
+// seen at now: the start (in the default zone) of the first year from now's
+// on that no calendar covers. ok is false when the profile has no holiday
+// rule, so no calendar can run out, or when uncovered years are ordinary
+// days by the profile's choice.
+func (p *Profile) CoveredUntil(now time.Time) (until time.Time, ok bool) {
+	if !p.holidayRules || p.uncoveredOrdinary {
+		return time.Time{}, false
+	}
+	y := now.In(p.DefaultZone).Year()
+	for p.CoversYear(y) {
+		y++
+	}
+	return time.Date(y, 1, 1, 0, 0, 0, 0, p.DefaultZone), true
+}
+
+// CalendarWarning is the notice to give at now about the holiday calendars
+// running out: "" while coverage lasts more than within, else a sentence
+// naming the date and the file to add. Callers log it, show it on readiness
+// and on the ops page.
+func (p *Profile) CalendarWarning(now time.Time, within time.Duration) string {
+	until, ok := p.CoveredUntil(now)
+	if !ok || until.Sub(now) > within {
+		return ""
+	}
+	year := until.Year()
+	if !now.Before(until) {
+		return fmt.Sprintf("holiday calendars of profile %s do not cover %d: holiday rules treat every day of %d as a day off; add holidays/<calendar>-%d.yaml", p.Name, year, year, year)
+	}
+	return fmt.Sprintf("holiday calendars of profile %s end on %s: from then on holiday rules treat every day as a day off; add holidays/<calendar>-%d.yaml", p.Name, until.AddDate(0, 0, -1).Format(time.DateOnly), year)
+}
+
+// CalendarWarnAhead is how long before the holiday calendars run out the
+// service starts to warn (log, readiness, ops page).
+const CalendarWarnAhead = 60 * 24 * time.Hour
+
+// requirement is one field a profile requires of an intent for a channel,
+// and why.
+type requirement struct {
+	field string // an intent field: debt_id, timezone
+	why   string // the rule that needs it, or "profile"
+}
+
+// Require checks that in carries every field the profile requires for the
+// channels it lists (us-regf: debt_id for voice, since its call caps count
+// per debt). A missing field is an *intent.Error naming the field, the
+// channel and the rule that needs it: a rule that cannot apply is refused,
+// never skipped.
+func (p *Profile) Require(in intent.Intent) error {
+	if len(p.requires) == 0 {
+		return nil
+	}
+	var fields []intent.FieldError
+	seen := map[string]bool{}
+	for _, ch := range in.Channels {
+		for _, r := range p.requires[ch] {
+			if seen[r.field] || requiredValue(in, r.field) != "" {
+				continue
+			}
+			seen[r.field] = true
+			fields = append(fields, intent.FieldError{Field: r.field, Code: "required_by_profile",
+				Message: fmt.Sprintf("required by profile %s for %s (%s)", p.Name, ch, r.why)})
+		}
+	}
+	if len(fields) == 0 {
+		return nil
+	}
+	return &intent.Error{Fields: fields}
+}
+
+// requiredValue is the value of a field a profile may require.
+func requiredValue(in intent.Intent, field string) string {
+	switch field {
+	case "debt_id":
+		return in.DebtID
+	case "timezone":
+		return in.Timezone
+	}
+	return ""
+}
+
+// requirableFields are the fields a profile may require.
+var requirableFields = []string{"debt_id", "timezone"}
 
 // MaxLookback is the longest time any check looks back: the gate keeps
 // events that long. A calendar day counts as 48 hours, which covers a local

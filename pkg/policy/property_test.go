@@ -12,14 +12,23 @@ import (
 
 // refDays lists, per profile, the days off and make-up working days as the
 // official schedules state them, independently of the calendar files.
-var refDays = map[string]struct{ off, work map[string]bool }{
+// A day of a year outside years is a day off for every holiday rule (the
+// fail-safe of a calendar that runs out).
+var refDays = map[string]struct {
+	off, work map[string]bool
+	years     map[int]bool
+}{
 	"cn-bank": {
 		off: dateSet(
 			"2026-01-01..2026-01-03", "2026-02-15..2026-02-23", "2026-04-04..2026-04-06", "2026-05-01..2026-05-05",
-			"2026-06-19..2026-06-21", "2026-09-25..2026-09-27", "2026-10-01..2026-10-07"),
-		work: dateSet("2026-01-04", "2026-02-14", "2026-02-28", "2026-05-09", "2026-09-20", "2026-10-10"),
+			"2026-06-19..2026-06-21", "2026-09-25..2026-09-27", "2026-10-01..2026-10-07",
+			"2027-01-01..2027-01-03", "2027-02-05..2027-02-13", "2027-04-03..2027-04-05", "2027-05-01..2027-05-05",
+			"2027-06-09", "2027-09-15", "2027-10-01..2027-10-07"),
+		work: dateSet("2026-01-04", "2026-02-14", "2026-02-28", "2026-05-09", "2026-09-20", "2026-10-10",
+			"2027-01-31", "2027-02-14", "2027-05-08", "2027-09-26", "2027-10-09"),
+		years: map[int]bool{2026: true, 2027: true},
 	},
-	"dst": {off: dateSet("2026-12-24..2026-12-26"), work: dateSet("2026-12-27")},
+	"dst": {off: dateSet("2026-12-24..2026-12-26"), work: dateSet("2026-12-27"), years: map[int]bool{2026: true}},
 }
 
 func dateSet(specs ...string) map[string]bool {
@@ -53,7 +62,7 @@ func refForbids(p *Profile, r *Rule, t time.Time, z *time.Location) bool {
 	case KindHoliday:
 		date := lt.Format(time.DateOnly)
 		days := refDays[p.Name]
-		if days.off[date] {
+		if days.off[date] || !days.years[lt.Year()] {
 			return true
 		}
 		wd := lt.Weekday()
@@ -94,7 +103,8 @@ func TestWindowProperty(t *testing.T) {
 	for _, n := range names {
 		profile(t, n)
 	}
-	start, end := utc("2026-01-01 00:00:00"), utc("2027-01-01 00:00:00")
+	// Across two covered years and into the first that no calendar covers.
+	start, end := utc("2026-01-01 00:00:00"), utc("2028-01-10 00:00:00")
 	rapid.Check(t, func(rt *rapid.T) {
 		p := profile(t, rapid.SampledFrom(names).Draw(rt, "profile"))
 		ch := rapid.SampledFrom(intent.Channels).Draw(rt, "channel")

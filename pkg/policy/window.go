@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/contactd/dispatcher/pkg/intent"
@@ -27,6 +28,10 @@ type Decision struct {
 	// Inputs records, for the audit trail, the local time of now in each
 	// zone: "Asia/Shanghai 2026-11-23T07:59:59+08:00".
 	Inputs []string
+	// Note explains a decision the rule alone does not: "calendar does not
+	// cover 2027" when a holiday rule forbids now because no calendar covers
+	// the year (the fail-safe), else "".
+	Note string
 }
 
 // Window decides whether a contact on ch may happen at now in every zone
@@ -53,6 +58,11 @@ func (p *Profile) Window(ch intent.Channel, zones []*time.Location, now time.Tim
 		d.Allowed = true
 		return d
 	}
+	if d.Rule.Kind == KindHoliday && !p.uncoveredOrdinary {
+		if y, ok := p.uncoveredYear(zones, now); ok {
+			d.Note = fmt.Sprintf("calendar does not cover %d", y)
+		}
+	}
 	end := now.Add(Horizon)
 	for t := now; ; {
 		t = nextBoundary(cr, zones, t)
@@ -66,6 +76,19 @@ func (p *Profile) Window(ch intent.Channel, zones []*time.Location, now time.Tim
 	}
 	d.AtWindowStart = p.openFor(cr, zones, d.Next, p.Jitter)
 	return d
+}
+
+// uncoveredYear returns the year of now's local day, in the first zone where
+// no calendar covers it.
+func (p *Profile) uncoveredYear(zones []*time.Location, now time.Time) (int, bool) {
+	for _, z := range zones {
+		_, off := now.In(z).Zone()
+		dn := floorDiv(now.Unix()+int64(off), day)
+		if !p.cal.covers(dn) {
+			return yearOf(dn), true
+		}
+	}
+	return 0, false
 }
 
 // openFor reports whether every instant of [t, t+span) is allowed, given
@@ -110,7 +133,7 @@ func (p *Profile) forbids(cr *channelRules, zones []*time.Location, t time.Time)
 // 1970-01-01) at sod seconds after local midnight.
 func (p *Profile) allows(r *Rule, dn, sod int64) bool {
 	if r.Kind == KindHoliday {
-		return !p.cal.forbidden(r.Days, dn)
+		return !p.cal.forbidden(r.Days, dn, p.uncoveredOrdinary)
 	}
 	from, to := int64(r.From)*60, int64(r.To)*60
 	if from < to {

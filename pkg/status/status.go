@@ -78,6 +78,9 @@ type Inputs struct {
 	Zones      []string       `json:"zones,omitempty"`       // the debtor's possible time zones
 	LocalTimes []string       `json:"local_times,omitempty"` // the time of the decision in each
 	Counts     map[string]int `json:"counts,omitempty"`      // per rule id: contacts counted in its window
+	// Notes explain what the rule id alone does not, each "rule: note":
+	// "cn.voice.holidays: calendar does not cover 2028".
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Record is everything the dispatcher keeps about one intent.

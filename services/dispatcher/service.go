@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -235,6 +236,11 @@ func (s *Service) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.ops.Run(wctx, s.rdb, s.cfg.RedisPrefix, 2*time.Second, time.Now)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.watchCalendar(wctx, time.Now, 24*time.Hour)
+	}()
 	if s.worker != nil {
 		wg.Add(3)
 		go func() {
@@ -385,6 +391,39 @@ func (s *Service) followStatus(ctx context.Context, from map[int]int64, d time.D
 	wg.Wait()
 }
 
+// watchCalendar keeps dispatcher_calendar_covered_until (unix seconds) at
+// the end of the profile's holiday calendars and, from
+// policy.CalendarWarnAhead before it, logs a warning at start and every day:
+// on a day no calendar covers, holiday rules forbid contact (fail safe), so
+// a calendar running out shows long before it stops calls.
+func (s *Service) watchCalendar(ctx context.Context, now func() time.Time, every time.Duration) {
+	if _, ok := s.Profile.CoveredUntil(now()); !ok {
+		return // no holiday rule, or uncovered years are ordinary by choice
+	}
+	covered := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dispatcher_calendar_covered_until",
+		Help: "When the holiday calendars of the policy profile stop covering (unix seconds): the start of the first year none covers.",
+	})
+	if err := s.Reg.Register(covered); err != nil {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		at := now()
+		until, _ := s.Profile.CoveredUntil(at)
+		covered.Set(float64(until.Unix()))
+		if w := s.Profile.CalendarWarning(at, policy.CalendarWarnAhead); w != "" {
+			s.log.Warn(w, "profile", s.Profile.Name, "covered_until", until.Format(time.DateOnly), "calendars", strings.Join(s.Profile.Calendars(), ","))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // watchLag keeps dispatcher_consumer_lag{partition} current: records of
 // reminders.intents the group has not committed.
 func (s *Service) watchLag(ctx context.Context, every time.Duration) {
@@ -464,13 +503,72 @@ func optoutLinks(keys *optout.Keys, base string) func(debtorID string, ch intent
 	}
 }
 
-// configFS is the configs built into the binary, or the directory that
-// overrides them.
+// configFS is the configs built into the binary, with the directory dir
+// (DISPATCHER_CONFIG_DIR) laid over them: a profile or holiday calendar file
+// there adds to or replaces the built-in one of the same name (a bank drops
+// in next year's holidays/cn-<year>.yaml without a rebuild), and a
+// templates/ folder there replaces the built-in templates whole (a bank that
+// writes its own wording owns all of it).
 func configFS(dir string) fs.FS {
 	if dir != "" {
-		return os.DirFS(dir)
+		return overlayFS{upper: os.DirFS(dir), lower: configs.FS}
 	}
 	return configs.FS
+}
+
+// overlayFS reads upper, then lower: see configFS.
+type overlayFS struct{ upper, lower fs.FS }
+
+// whole lists the folders that upper replaces whole when it has them.
+var wholeDirs = []string{"templates"}
+
+func (o overlayFS) onlyUpper(name string) bool {
+	for _, d := range wholeDirs {
+		if name == d || strings.HasPrefix(name, d+"/") {
+			fi, err := fs.Stat(o.upper, d)
+			return err == nil && fi.IsDir()
+		}
+	}
+	return false
+}
+
+func (o overlayFS) Open(name string) (fs.File, error) {
+	f, err := o.upper.Open(name)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) || o.onlyUpper(name) {
+		return f, err
+	}
+	return o.lower.Open(name)
+}
+
+// ReadDir merges both listings, upper's entry winning a name both have, so
+// fs.Glob sees every file Open can open.
+func (o overlayFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	up, uerr := fs.ReadDir(o.upper, name)
+	if uerr != nil && !errors.Is(uerr, fs.ErrNotExist) {
+		return nil, uerr
+	}
+	if o.onlyUpper(name) {
+		return up, uerr
+	}
+	low, lerr := fs.ReadDir(o.lower, name)
+	if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
+		return nil, lerr
+	}
+	if uerr != nil && lerr != nil {
+		return nil, uerr
+	}
+	seen := map[string]bool{}
+	out := append([]fs.DirEntry(nil), up...)
+	for _, e := range up {
+		seen[e.Name()] = true
+	}
+	for _, e := range low {
+		if !seen[e.Name()] {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	return out, nil
 }
 
 func loadCatalog(dir string) (*catalog.Catalog, error) {

@@ -46,6 +46,8 @@ type Summary struct {
 	// Activity: decisions in the last hour and day, success per channel,
 	// recent failures and DLQ reasons, the deferred backlog by due hour.
 	Activity *opsdata.View `json:"activity,omitempty"`
+	// Notices need a person soon: holiday calendars about to run out.
+	Notices []string `json:"notices,omitempty"`
 }
 
 // stale: a worker that has not published for this long is gone.
@@ -60,7 +62,7 @@ func (s *Server) getSummary(c echo.Context) error {
 }
 
 func (s *Server) summary(ctx context.Context, now time.Time) (Summary, error) {
-	sum := Summary{At: now, Providers: []ProviderView{}}
+	sum := Summary{At: now, Providers: []ProviderView{}, Notices: s.notices(now)}
 	if s.Ops != nil {
 		states, err := s.Ops.ProviderStates(ctx)
 		if err != nil {

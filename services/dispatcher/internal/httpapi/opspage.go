@@ -143,6 +143,7 @@ func (s *Server) getOpsPage(c echo.Context) error {
 	if s.Profile != nil {
 		data["Profile"] = s.Profile.Name
 	}
+	data["Notices"] = s.notices(now)
 	if q := data["Query"].(string); q != "" {
 		data["Refresh"] = 0 // reading a timeline: do not reload under the reader
 		rec, err := s.Store.Get(ctx, q)

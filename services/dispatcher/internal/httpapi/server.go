@@ -238,7 +238,23 @@ func (s *Server) readyz(c echo.Context) error {
 	if !ok {
 		code = http.StatusServiceUnavailable
 	}
-	return c.JSON(code, map[string]any{"ready": ok, "checks": res})
+	body := map[string]any{"ready": ok, "checks": res}
+	if n := s.notices(s.Now()); len(n) > 0 {
+		body["notices"] = n // still ready: these need a person, not a restart
+	}
+	return c.JSON(code, body)
+}
+
+// notices are what ops must act on soon without the service being unready:
+// holiday calendars about to run out (or run out).
+func (s *Server) notices(now time.Time) []string {
+	if s.Profile == nil {
+		return nil
+	}
+	if w := s.Profile.CalendarWarning(now, policy.CalendarWarnAhead); w != "" {
+		return []string{w}
+	}
+	return nil
 }
 
 // Accepted is the reply to POST /v1/intents.
@@ -257,6 +273,9 @@ func (s *Server) postIntent(c echo.Context) error {
 	in, err := intent.Decode(body)
 	if err == nil {
 		err = in.Validate(s.Templates)
+	}
+	if err == nil && s.Profile != nil {
+		err = s.Profile.Require(in)
 	}
 	if err != nil {
 		return err

@@ -40,6 +40,9 @@ func (w *Worker) decideBatch(stopping, work context.Context, msgs []kafka.Messag
 		if err == nil {
 			err = in.Validate(w.Templates)
 		}
+		if err == nil {
+			err = w.Profile.Require(in)
+		}
 		if err != nil || in.ExpiresAt != nil && !w.Now().Before(*in.ExpiresAt) {
 			if len(run) > 0 && !flush() {
 				return out, done, lost

@@ -37,6 +37,9 @@ func (w *Worker) decide(ctx context.Context, m kafka.Message) ([]kafka.Message, 
 	if err == nil {
 		err = in.Validate(w.Templates)
 	}
+	if err == nil {
+		err = w.Profile.Require(in)
+	}
 	if err != nil {
 		return w.reject(ctx, m, in, err)
 	}
@@ -399,6 +402,9 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (sto
 		d := p.Window(ch, zones, now)
 		if i == 0 {
 			req.Entry.Inputs.LocalTimes = d.Inputs
+		}
+		if d.Note != "" {
+			req.Entry.Inputs.Notes = append(req.Entry.Inputs.Notes, d.Rule.ID+": "+d.Note)
 		}
 		c := store.Candidate{Channel: string(ch), To: intent.MaskAddress(ch, in.To.For(ch)), WindowOK: d.Allowed, CountIn: w.countIn(in, ch)}
 		if !d.Allowed {

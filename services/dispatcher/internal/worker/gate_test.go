@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -194,6 +196,7 @@ func TestGateDecisions(t *testing.T) {
 		rule    string
 		channel string
 		until   string
+		note    string // an entry of the decision's inputs.notes
 	}{
 		{name: "allowed at 08:00:00 Shanghai", profile: "cn-bank", now: "2026-11-23T00:00:00Z", state: status.Sent, channel: "sms"},
 		{name: "07:59:59 Shanghai is deferred to 08:00", profile: "cn-bank", now: "2026-11-22T23:59:59Z",
@@ -203,6 +206,25 @@ func TestGateDecisions(t *testing.T) {
 		{name: "voice on a statutory holiday waits for the working day", profile: "cn-bank", now: "2026-10-02T03:00:00Z",
 			in:    func(in *intent.Intent) { in.Channels = []intent.Channel{intent.Voice} },
 			state: status.Deferred, reason: "holiday", rule: "cn.voice.holidays", until: "2026-10-08T00:00:00Z+jitter"},
+		{name: "voice on 2027 New Year's Day waits for the working day", profile: "cn-bank", now: "2027-01-01T03:00:00Z",
+			in: func(in *intent.Intent) {
+				in.Channels, in.NotBefore, in.ExpiresAt = []intent.Channel{intent.Voice}, nil, nil
+			},
+			state: status.Deferred, reason: "holiday", rule: "cn.voice.holidays", until: "2027-01-04T00:00:00Z+jitter"},
+		{name: "voice in the 2027 Spring Festival waits for the make-up Sunday", profile: "cn-bank", now: "2027-02-08T03:00:00Z",
+			in: func(in *intent.Intent) {
+				in.Channels, in.NotBefore, in.ExpiresAt = []intent.Channel{intent.Voice}, nil, nil
+			},
+			state: status.Deferred, reason: "holiday", rule: "cn.voice.holidays", until: "2027-02-14T00:00:00Z+jitter"},
+		{name: "voice in a year no calendar covers is deferred, the gap named", profile: "cn-bank", now: "2028-01-04T03:00:00Z",
+			in: func(in *intent.Intent) {
+				in.Channels, in.NotBefore, in.ExpiresAt = []intent.Channel{intent.Voice}, nil, nil
+			},
+			state: status.Deferred, reason: "holiday", rule: "cn.voice.holidays", until: "2028-01-05T03:00:00Z",
+			note: "cn.voice.holidays: calendar does not cover 2028"},
+		{name: "SMS in a year no calendar covers goes: no holiday rule restricts it", profile: "cn-bank", now: "2028-01-04T03:00:00Z",
+			in:    func(in *intent.Intent) { in.NotBefore, in.ExpiresAt = nil, nil },
+			state: status.Sent, channel: "sms"},
 		{name: "a third SMS in a day waits for the next day", profile: "cn-bank", now: "2026-11-23T09:00:00Z",
 			setup: func(t *testing.T, f *fixture) {
 				for i, h := range []string{"2026-11-23T01:00:00Z", "2026-11-23T03:00:00Z"} {
@@ -290,6 +312,9 @@ func TestGateDecisions(t *testing.T) {
 			if tc.channel != "" && rec.Channel != tc.channel {
 				t.Errorf("channel %q, want %q", rec.Channel, tc.channel)
 			}
+			if tc.note != "" && (e.Inputs == nil || !slices.Contains(e.Inputs.Notes, tc.note)) {
+				t.Errorf("notes %v, want %q among them", e.Inputs, tc.note)
+			}
 			if e.Profile != tc.profile || e.Inputs == nil || len(e.Inputs.LocalTimes) == 0 {
 				t.Errorf("the decision does not record its profile and inputs: %+v", e)
 			}
@@ -312,6 +337,44 @@ func TestGateDecisions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Under us-regf a call without debt_id would pass the per-debt call caps
+// unchecked: it is rejected to the DLQ with a field error naming the rule,
+// however many arrive.
+func TestProfileRequiredFields(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, true)
+	f.w.Profile = loadProfile(t, "us-regf")
+	f.now = time.Date(2026, 11, 24, 15, 0, 0, 0, time.UTC) // 10:00 in New York
+	for i := 0; i < 12; i++ {
+		in := sampleIntent(fmt.Sprintf("I-nodebt-%d", i))
+		usDebtor(&in)
+		in.DebtID = ""
+		recs, err := f.w.Decide(ctx, msgOf(t, in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dlq int
+		for _, r := range recs {
+			if r.Topic == kafkaio.DefaultTopics.DLQ {
+				dlq++
+				if c := kafkaio.Header(r, kafkaio.HeaderCode); c != "required_by_profile" {
+					t.Errorf("DLQ code %q, want required_by_profile", c)
+				}
+				if reason := kafkaio.Header(r, kafkaio.HeaderReason); !strings.Contains(reason, "debt_id") || !strings.Contains(reason, "regf.call-frequency") {
+					t.Errorf("DLQ reason %q names neither the field nor the rule", reason)
+				}
+			}
+		}
+		if dlq != 1 {
+			t.Fatalf("%d DLQ records, want 1", dlq)
+		}
+		f.now = f.now.Add(20 * time.Minute)
+	}
+	if n := f.sb.calls.Load(); n != 0 {
+		t.Errorf("%d calls placed without debt_id, want 0", n)
 	}
 }
 
