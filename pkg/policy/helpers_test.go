@@ -41,7 +41,7 @@ func profile(t testing.TB, name string) *Profile {
 	t.Helper()
 	profilesOnce.Do(func() {
 		profiles = map[string]*Profile{}
-		for _, n := range []string{"cn-bank", "us-regf", "testdata/profiles/dst.yaml"} {
+		for _, n := range []string{"cn-bank", "us-regf", "testdata/profiles/dst.yaml", "testdata/profiles/cn-first.yaml"} {
 			p, err := Load(configs.FS, n)
 			if err != nil {
 				profilesErr = err

@@ -499,6 +499,12 @@ func (p *Profile) index() {
 			}
 		}
 		slices.Sort(cr.bounds)
+		cr.windows = &channelRules{bounds: cr.bounds}
+		for _, r := range cr.timed {
+			if r.Kind == KindWindow {
+				cr.windows.timed = append(cr.windows.timed, r)
+			}
+		}
 	}
 }
 

@@ -29,7 +29,7 @@ func TestLoadShipped(t *testing.T) {
 		year2026           bool
 		rules              []ruleWant
 	}{
-		{name: "cn-bank", zone: "Asia/Shanghai", policy: ZoneIntentFirst, jitter: 30 * time.Minute, year2026: true, rules: []ruleWant{
+		{name: "cn-bank", zone: "Asia/Shanghai", policy: ZoneAllKnown, jitter: 30 * time.Minute, year2026: true, rules: []ruleWant{
 			{id: "cn.quiet-hours", kind: KindWindow, channels: all, from: 8 * 60, to: 22 * 60, source: "GB/T 45251—2025"},
 			{id: "cn.voice.holidays", kind: KindHoliday, channels: "voice", days: DaysHolidays, source: "GB/T 45251—2025"},
 			{id: "cn.voice.connected-daily", kind: KindCap, channels: "voice", stream: "connected:voice:debtor", limit: 3, calendarDay: true, source: "GB/T 45251—2025"},

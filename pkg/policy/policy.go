@@ -95,10 +95,13 @@ type Profile struct {
 // channelRules is what one channel needs, computed once at load so that no
 // decision filters or sorts rules.
 type channelRules struct {
-	timed  []*Rule // window and holiday rules, file order
-	counts []*Rule // cap and gap rules, file order
-	bounds []int64 // seconds after local midnight where timed rules change, sorted, always with 0
-	days   bool    // some count rule is per calendar day
+	timed []*Rule // window and holiday rules, file order
+	// windows is timed without the holiday rules (with the same bounds):
+	// whether zones' windows can ever overlap.
+	windows *channelRules
+	counts  []*Rule // cap and gap rules, file order
+	bounds  []int64 // seconds after local midnight where timed rules change, sorted, always with 0
+	days    bool    // some count rule is per calendar day
 }
 
 // Rule is one rule of a profile.

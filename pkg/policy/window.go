@@ -91,6 +91,29 @@ func (p *Profile) uncoveredYear(zones []*time.Location, now time.Time) (int, boo
 	return 0, false
 }
 
+// NeverAllowed reports whether the window rules of ch can never allow a
+// contact in all of zones at once: the zones are too far apart for their
+// windows to overlap on any day (a number whose zones span the globe). It
+// looks at a week from now and a week half a year on, so both sides of a
+// daylight-saving change are seen. Holidays do not count: they end.
+func (p *Profile) NeverAllowed(ch intent.Channel, zones []*time.Location, now time.Time) bool {
+	i := channelIndex(ch)
+	if i < 0 || len(p.byChannel[i].windows.timed) == 0 {
+		return false
+	}
+	wr := p.byChannel[i].windows
+	zones = p.orDefault(zones)
+	for _, from := range []time.Time{now, now.AddDate(0, 6, 0)} {
+		end := from.Add(8 * 24 * time.Hour)
+		for t := from; !t.After(end); t = nextBoundary(wr, zones, t) {
+			if p.forbids(wr, zones, t) == nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // openFor reports whether every instant of [t, t+span) is allowed, given
 // that t is.
 func (p *Profile) openFor(cr *channelRules, zones []*time.Location, t time.Time, span time.Duration) bool {

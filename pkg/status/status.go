@@ -38,12 +38,15 @@ func (s State) Terminal() bool {
 
 // Reasons for suppressed, failed and deferred states.
 const (
-	ReasonDuplicate    = "duplicate"
-	ReasonExpired      = "expired"
-	ReasonOptedOut     = "opted_out"
-	ReasonFrequencyCap = "frequency_cap"
-	ReasonDoNotContact = "do_not_contact"
-	ReasonInvalid      = "invalid"
+	ReasonDuplicate = "duplicate"
+	ReasonExpired   = "expired"
+	// ReasonNoAllowedTime: the windows of the debtor's zones never overlap,
+	// so no instant is allowed in all of them at once.
+	ReasonNoAllowedTime = "no_allowed_time"
+	ReasonOptedOut      = "opted_out"
+	ReasonFrequencyCap  = "frequency_cap"
+	ReasonDoNotContact  = "do_not_contact"
+	ReasonInvalid       = "invalid"
 )
 
 // Entry is one line of an intent's timeline: a decision or an attempt. It

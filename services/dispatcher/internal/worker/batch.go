@@ -43,7 +43,11 @@ func (w *Worker) decideBatch(stopping, work context.Context, msgs []kafka.Messag
 		if err == nil {
 			err = w.Profile.Require(in)
 		}
-		if err != nil || in.ExpiresAt != nil && !w.Now().Before(*in.ExpiresAt) {
+		never := false
+		if err == nil {
+			_, never = w.neverAllowed(in, w.Now())
+		}
+		if err != nil || in.ExpiresAt != nil && !w.Now().Before(*in.ExpiresAt) || never {
 			if len(run) > 0 && !flush() {
 				return out, done, lost
 			}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -47,7 +48,46 @@ func (w *Worker) decide(ctx context.Context, m kafka.Message) ([]kafka.Message, 
 	if in.ExpiresAt != nil && !now.Before(*in.ExpiresAt) {
 		return w.endWithout(ctx, in, status.Suppressed, status.ReasonExpired, "expires_at has passed")
 	}
+	if e, never := w.neverAllowed(in, now); never {
+		return w.endEntry(ctx, in, e)
+	}
 	return w.send(ctx, m, in)
+}
+
+// neverAllowed reports whether no candidate channel of in can ever be
+// allowed: the windows of its zones never overlap. The entry it returns
+// ends the intent suppressed/no_allowed_time, naming the zones and the rule.
+func (w *Worker) neverAllowed(in intent.Intent, now time.Time) (status.Entry, bool) {
+	p := w.Profile
+	chans := in.Channels
+	if len(chans) == 0 {
+		return status.Entry{}, false
+	}
+	if !in.Fallback {
+		chans = chans[:1]
+	}
+	zones := p.Zones(in)
+	var rule *policy.Rule
+	for _, ch := range chans {
+		d := p.Window(ch, zones, now)
+		if d.Allowed || !d.Next.IsZero() || !p.NeverAllowed(ch, zones, now) {
+			return status.Entry{}, false
+		}
+		if rule == nil {
+			rule = d.Rule
+		}
+	}
+	names := make([]string, len(zones))
+	for i, z := range zones {
+		names[i] = z.String()
+	}
+	e := status.Entry{State: status.Suppressed, Reason: status.ReasonNoAllowedTime, Profile: p.Name,
+		Detail: "the windows of " + strings.Join(names, ", ") + " never overlap",
+		Inputs: &status.Inputs{Zones: names, LocalTimes: p.Window(chans[0], zones, now).Inputs}}
+	if rule != nil {
+		e.Rule, e.Source = rule.ID, rule.Source
+	}
+	return e, true
 }
 
 // reject sends m to the DLQ with its reason and, when the intent's id is
@@ -111,8 +151,15 @@ func usableIDs(in intent.Intent, ie *intent.Error) bool {
 
 // endWithout records an end state decided without contacting anyone.
 func (w *Worker) endWithout(ctx context.Context, in intent.Intent, st status.State, reason, detail string) ([]kafka.Message, error) {
+	return w.endEntry(ctx, in, status.Entry{State: st, Reason: reason, Detail: detail})
+}
+
+// endEntry records e's end state (and its rule, source and inputs) decided
+// without contacting anyone.
+func (w *Worker) endEntry(ctx context.Context, in intent.Intent, e status.Entry) ([]kafka.Message, error) {
 	now := w.Now().UTC()
-	e := status.Entry{At: now, State: st, Reason: reason, Detail: detail, Worker: w.cfg.Owner}
+	st, reason := e.State, e.Reason
+	e.At, e.Worker = now, w.cfg.Owner
 	res, err := w.Store.Claim(ctx, store.ClaimRequest{
 		ID: in.ID, DebtorID: in.DebtorID, Owner: w.attempt(), Now: now,
 		Target: st, Reason: reason, Template: in.Template, Entry: e,

@@ -197,6 +197,7 @@ func TestGateDecisions(t *testing.T) {
 		channel string
 		until   string
 		note    string // an entry of the decision's inputs.notes
+		detail  string // a part of the decision's detail
 	}{
 		{name: "allowed at 08:00:00 Shanghai", profile: "cn-bank", now: "2026-11-23T00:00:00Z", state: status.Sent, channel: "sms"},
 		{name: "07:59:59 Shanghai is deferred to 08:00", profile: "cn-bank", now: "2026-11-22T23:59:59Z",
@@ -225,6 +226,11 @@ func TestGateDecisions(t *testing.T) {
 		{name: "SMS in a year no calendar covers goes: no holiday rule restricts it", profile: "cn-bank", now: "2028-01-04T03:00:00Z",
 			in:    func(in *intent.Intent) { in.NotBefore, in.ExpiresAt = nil, nil },
 			state: status.Sent, channel: "sms"},
+		{name: "zones whose windows never overlap: suppressed, the zones named", profile: "cn-bank", now: "2026-11-23T06:00:00Z",
+			in: func(in *intent.Intent) {
+				in.Timezone, in.To.Phone, in.NotBefore, in.ExpiresAt = "Asia/Kolkata", "+18005550100", nil, nil
+			},
+			state: status.Suppressed, reason: "no_allowed_time", rule: "cn.quiet-hours", detail: "Asia/Kolkata, America/Adak"},
 		{name: "a third SMS in a day waits for the next day", profile: "cn-bank", now: "2026-11-23T09:00:00Z",
 			setup: func(t *testing.T, f *fixture) {
 				for i, h := range []string{"2026-11-23T01:00:00Z", "2026-11-23T03:00:00Z"} {
@@ -311,6 +317,9 @@ func TestGateDecisions(t *testing.T) {
 			}
 			if tc.channel != "" && rec.Channel != tc.channel {
 				t.Errorf("channel %q, want %q", rec.Channel, tc.channel)
+			}
+			if tc.detail != "" && !strings.Contains(e.Detail, tc.detail) {
+				t.Errorf("detail %q, want it to contain %q", e.Detail, tc.detail)
 			}
 			if tc.note != "" && (e.Inputs == nil || !slices.Contains(e.Inputs.Notes, tc.note)) {
 				t.Errorf("notes %v, want %q among them", e.Inputs, tc.note)
