@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -38,10 +40,13 @@ type profileFile struct {
 	Holidays    []string `yaml:"holidays"`
 	// UncoveredYear: holiday (default) or ordinary, what a holiday rule
 	// makes of a day in a year no calendar covers.
-	UncoveredYear string              `yaml:"uncovered_year"`
-	Requires      map[string][]string `yaml:"requires"`
-	Jitter        string              `yaml:"jitter"`
-	Rules         []ruleFile          `yaml:"rules"`
+	UncoveredYear string `yaml:"uncovered_year"`
+	// BuiltinSources: the legal source the profile states for the rules
+	// the dispatcher applies itself (opt-out, do-not-contact, expires_at).
+	BuiltinSources map[string]string   `yaml:"builtin_sources"`
+	Requires       map[string][]string `yaml:"requires"`
+	Jitter         string              `yaml:"jitter"`
+	Rules          []ruleFile          `yaml:"rules"`
 }
 
 type zoneFile struct {
@@ -163,6 +168,8 @@ func parse(file string, data []byte, cals calendars) (*Profile, error) {
 	}
 
 	p := &Profile{Name: f.Name, Description: f.Description, byID: map[string]*Rule{}}
+	version := sha256.New()
+	version.Write(data)
 	if !validName(f.Name) {
 		return nil, fail("name", "%q must be letters, digits, '.', '_' or '-'", f.Name)
 	}
@@ -212,6 +219,8 @@ func parse(file string, data []byte, cals calendars) (*Profile, error) {
 					return nil, fail(field, "calendar %q listed twice", want)
 				}
 			}
+			version.Write([]byte("\x00" + want + "\x00"))
+			version.Write(datas[k])
 			pc, err := parseCalendar(cf, want, datas[k])
 			if err != nil {
 				return nil, fmt.Errorf("%s: %s: %w", file, field, err)
@@ -253,6 +262,23 @@ func parse(file string, data []byte, cals calendars) (*Profile, error) {
 	if err := p.checkRequires(f.Requires, fail); err != nil {
 		return nil, err
 	}
+	p.builtin = map[string]string{}
+	for id, text := range defaultBuiltinSources {
+		p.builtin[id] = text
+	}
+	for id, text := range f.BuiltinSources {
+		if _, ok := defaultBuiltinSources[id]; !ok {
+			return nil, fail("builtin_sources", "%q is not a rule the dispatcher applies itself (%s)", id, strings.Join(BuiltinRules, ", "))
+		}
+		if p.byID[id] != nil {
+			return nil, fail("builtin_sources", "%q is also the id of a rule", id)
+		}
+		if strings.TrimSpace(text) == "" {
+			return nil, fail("builtin_sources."+id, "empty: state the law or instruction it implements")
+		}
+		p.builtin[id] = strings.TrimSpace(text)
+	}
+	p.Version = hex.EncodeToString(version.Sum(nil))[:16]
 	p.index()
 	// The first zone lookup loads phonenumbers' table: do it now, not on
 	// the first intent.

@@ -72,6 +72,9 @@ const ChannelAny = "any"
 type Profile struct {
 	Name        string
 	Description string
+	// Version is a content hash of the profile file and its calendars: two
+	// processes deciding on the same text have the same version.
+	Version     string
 	DefaultZone *time.Location
 	// Jitter spreads deferrals released at the same window opening.
 	Jitter time.Duration
@@ -85,6 +88,7 @@ type Profile struct {
 	uncoveredOrdinary bool
 	holidayRules      bool                             // some rule is of kind holiday
 	requires          map[intent.Channel][]requirement // fields an intent needs for a channel
+	builtin           map[string]string                // built-in rule id → source
 	byID              map[string]*Rule
 	byChannel         [4]channelRules // indexed by channelIndex
 
@@ -149,6 +153,56 @@ type Stream struct {
 // String is the stream's stable name, "event:channel:scope", for keys and
 // the audit trail.
 func (s Stream) String() string { return s.Event + ":" + s.Channel + ":" + s.Scope }
+
+// Ids of the rules the dispatcher applies itself, outside the profile's
+// rules list. A profile states their legal source under builtin_sources.
+const (
+	RuleOptOut       = "opt-out"
+	RuleDoNotContact = "do-not-contact"
+	RuleExpiresAt    = "expires_at"
+)
+
+// BuiltinRules lists the built-in rule ids.
+var BuiltinRules = []string{RuleOptOut, RuleDoNotContact, RuleExpiresAt}
+
+// defaultBuiltinSources are the sources of the built-in rules when a
+// profile states none.
+var defaultBuiltinSources = map[string]string{
+	RuleOptOut:       "The debtor's opt-out of the channel (by link, by SMS keyword, through the provider or the bank), recorded on reminders.optouts: no contact on that channel after it.",
+	RuleDoNotContact: "A legal do-not-contact state recorded for the debtor (cease and desist, represented by an attorney, dispute open): no contact on any channel.",
+	RuleExpiresAt:    "The intent's expires_at: the sending system's instruction that the reminder no longer applies after it.",
+}
+
+// Source returns the legal source of a rule of the profile, or of a
+// built-in rule as the profile states it; "" for an unknown id.
+func (p *Profile) Source(id string) string {
+	if r := p.byID[id]; r != nil {
+		return r.Source
+	}
+	return p.builtin[id]
+}
+
+// Sources maps every rule id the profile knows, built-in ones included, to
+// its source.
+func (p *Profile) Sources() map[string]string {
+	m := make(map[string]string, len(p.Rules)+len(p.builtin))
+	for id, s := range p.builtin {
+		m[id] = s
+	}
+	for _, r := range p.Rules {
+		m[r.ID] = r.Source
+	}
+	return m
+}
+
+// TimedRules returns the window and holiday rules of ch, in file order.
+// The result is shared: callers must not modify it.
+func (p *Profile) TimedRules(ch intent.Channel) []*Rule {
+	if i := channelIndex(ch); i >= 0 {
+		return p.byChannel[i].timed
+	}
+	return nil
+}
 
 // Rule looks a rule up by id; nil if there is none.
 func (p *Profile) Rule(id string) *Rule { return p.byID[id] }

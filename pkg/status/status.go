@@ -67,11 +67,18 @@ type Entry struct {
 	// The audit trail of a gate decision: which rule of which profile made
 	// it, the rule's legal source as the profile states it, and the inputs
 	// that decided it.
-	Rule    string     `json:"rule,omitempty"`
-	Profile string     `json:"profile,omitempty"`
-	Source  string     `json:"source,omitempty"`
-	Until   *time.Time `json:"until,omitempty"` // deferred until
-	Inputs  *Inputs    `json:"inputs,omitempty"`
+	Rule    string `json:"rule,omitempty"`
+	Profile string `json:"profile,omitempty"`
+	// Version is the profile's content hash at decision time (its file and
+	// calendars): the text that decided, whatever is loaded later.
+	Version string `json:"profile_version,omitempty"`
+	Source  string `json:"source,omitempty"`
+	// Sources: for a send, the legal source of every rule that could have
+	// blocked it (rule id → source). Published on reminders.status; Redis
+	// keeps the rule ids and the API adds the texts of the version.
+	Sources map[string]string `json:"sources,omitempty"`
+	Until   *time.Time        `json:"until,omitempty"` // deferred until
+	Inputs  *Inputs           `json:"inputs,omitempty"`
 	// UntilMS is how the gate script writes Until; readers get Until.
 	UntilMS int64 `json:"until_ms,omitempty"`
 }
@@ -84,6 +91,33 @@ type Inputs struct {
 	// Notes explain what the rule id alone does not, each "rule: note":
 	// "cn.voice.holidays: calendar does not cover 2028".
 	Notes []string `json:"notes,omitempty"`
+	// Checks are the rules evaluated, per candidate channel, with the
+	// limit of each count rule; its count is under Counts (by rule id).
+	Checks []Check `json:"checks,omitempty"`
+}
+
+// Check is one rule a gate decision evaluated.
+type Check struct {
+	Channel string `json:"channel"`
+	Rule    string `json:"rule"`
+	Kind    string `json:"kind"`            // window, holiday, cap, gap
+	Limit   int    `json:"limit,omitempty"` // cap and gap: contacts allowed in the span
+	Per     string `json:"per,omitempty"`   // cap and gap: calendar_day, or the sliding span (1h0m0s)
+	Count   *int   `json:"count,omitempty"` // filled from Inputs.Counts when read
+}
+
+// Explain fills each count check's Count from Counts, so a reader sees
+// every rule evaluated with its count and limit side by side.
+func (in *Inputs) Explain() {
+	if in == nil {
+		return
+	}
+	for i := range in.Checks {
+		c := &in.Checks[i]
+		if n, ok := in.Counts[c.Rule]; ok && c.Limit > 0 && c.Count == nil {
+			c.Count = &n
+		}
+	}
 }
 
 // Record is everything the dispatcher keeps about one intent.
@@ -117,24 +151,26 @@ const (
 // delivered at least once: (id, seq) identifies a transition, so a consumer
 // that folds them into a state drops the ones it has seen.
 type Event struct {
-	Kind       string     `json:"kind"`
-	ID         string     `json:"id"`
-	DebtorID   string     `json:"debtor_id"`
-	Seq        int64      `json:"seq,omitempty"`
-	State      State      `json:"state"`
-	Reason     string     `json:"reason,omitempty"`
-	Channel    string     `json:"channel,omitempty"`
-	At         time.Time  `json:"at"`
-	To         string     `json:"to,omitempty"`
-	Provider   string     `json:"provider,omitempty"`
-	ProviderID string     `json:"provider_id,omitempty"`
-	ErrorCode  string     `json:"error_code,omitempty"`
-	Detail     string     `json:"detail,omitempty"`
-	Rule       string     `json:"rule,omitempty"`
-	Profile    string     `json:"profile,omitempty"`
-	Source     string     `json:"source,omitempty"`
-	Until      *time.Time `json:"until,omitempty"`
-	Inputs     *Inputs    `json:"inputs,omitempty"`
+	Kind       string            `json:"kind"`
+	ID         string            `json:"id"`
+	DebtorID   string            `json:"debtor_id"`
+	Seq        int64             `json:"seq,omitempty"`
+	State      State             `json:"state"`
+	Reason     string            `json:"reason,omitempty"`
+	Channel    string            `json:"channel,omitempty"`
+	At         time.Time         `json:"at"`
+	To         string            `json:"to,omitempty"`
+	Provider   string            `json:"provider,omitempty"`
+	ProviderID string            `json:"provider_id,omitempty"`
+	ErrorCode  string            `json:"error_code,omitempty"`
+	Detail     string            `json:"detail,omitempty"`
+	Rule       string            `json:"rule,omitempty"`
+	Profile    string            `json:"profile,omitempty"`
+	Version    string            `json:"profile_version,omitempty"`
+	Source     string            `json:"source,omitempty"`
+	Sources    map[string]string `json:"sources,omitempty"`
+	Until      *time.Time        `json:"until,omitempty"`
+	Inputs     *Inputs           `json:"inputs,omitempty"`
 }
 
 // TransitionEvent makes the event that publishes entry e of intent id.
@@ -143,7 +179,8 @@ func TransitionEvent(id, debtorID string, e Entry) Event {
 		Kind: KindTransition, ID: id, DebtorID: debtorID, Seq: e.Seq, State: e.State,
 		Reason: e.Reason, Channel: e.Channel, At: e.At, To: e.To, Provider: e.Provider,
 		ProviderID: e.ProviderID, ErrorCode: e.ErrorCode, Detail: e.Detail,
-		Rule: e.Rule, Profile: e.Profile, Source: e.Source, Until: e.Until, Inputs: e.Inputs,
+		Rule: e.Rule, Profile: e.Profile, Version: e.Version, Source: e.Source, Sources: e.Sources,
+		Until: e.Until, Inputs: e.Inputs,
 	}
 }
 
@@ -152,7 +189,8 @@ func (ev Event) Entry() Entry {
 	return Entry{
 		Seq: ev.Seq, At: ev.At, State: ev.State, Reason: ev.Reason, Channel: ev.Channel, To: ev.To,
 		Provider: ev.Provider, ProviderID: ev.ProviderID, ErrorCode: ev.ErrorCode, Detail: ev.Detail,
-		Rule: ev.Rule, Profile: ev.Profile, Source: ev.Source, Until: ev.Until, Inputs: ev.Inputs,
+		Rule: ev.Rule, Profile: ev.Profile, Version: ev.Version, Source: ev.Source, Until: ev.Until, Inputs: ev.Inputs,
+		// Sources stay on the topic: the API adds them from the version.
 	}
 }
 

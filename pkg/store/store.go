@@ -344,6 +344,7 @@ func decodeRecord(h map[string]string) (status.Record, error) {
 			u := time.UnixMilli(e.UntilMS).UTC()
 			e.Until, e.UntilMS = &u, 0
 		}
+		e.Inputs.Explain()
 		r.Timeline = append(r.Timeline, e)
 	}
 	sort.Slice(r.Timeline, func(i, j int) bool { return r.Timeline[i].Seq < r.Timeline[j].Seq })

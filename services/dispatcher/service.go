@@ -119,6 +119,10 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	if err := s.store.Ping(pctx); err != nil {
 		return nil, fmt.Errorf("redis at %s does not answer: %w", redactURL(cfg.RedisURL), err)
 	}
+	// Decisions name the profile version; readers find its texts here.
+	if err := s.store.PutProfile(pctx, s.Profile.Version, store.ProfileText{Name: s.Profile.Name, Sources: s.Profile.Sources()}); err != nil {
+		return nil, err
+	}
 	topics := kafkaio.DefaultTopics
 	s.kc = kafkaio.NewClient(cfg.Brokers)
 	missing, err := s.kc.Missing(pctx, topics.All())

@@ -1,11 +1,15 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/contactd/dispatcher/pkg/status"
+	"github.com/contactd/dispatcher/pkg/store"
 )
 
 // From 60 days before the holiday calendars stop covering, /readyz (still
@@ -59,5 +63,37 @@ func TestRequiredFieldOverHTTP(t *testing.T) {
 	if rr.Code != http.StatusBadRequest || !strings.Contains(rr.Body.String(), `"field":"debt_id"`) ||
 		!strings.Contains(rr.Body.String(), "required_by_profile") || !strings.Contains(rr.Body.String(), "regf.call-frequency") {
 		t.Fatalf("POST without debt_id: %d %s, want 400 naming debt_id and regf.call-frequency", rr.Code, rr.Body)
+	}
+}
+
+// GET /v1/intents/{id} shows the legal source of the profile version that
+// decided, not of the profile loaded now; a version no process recorded
+// shows none rather than a text that did not decide.
+func TestIntentSourcesByVersion(t *testing.T) {
+	now := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
+	s, st := newServer(t, "cn-bank", now)
+	ctx := context.Background()
+	if err := st.PutProfile(ctx, "0ld0ld0ld0ld0ld0", store.ProfileText{Name: "cn-bank", Sources: map[string]string{"cn.sms.daily": "the 2025 text"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ id, version, want string }{
+		{"I-OLD", "0ld0ld0ld0ld0ld0", "the 2025 text"},
+		{"I-NOW", s.Profile.Version, s.Profile.Source("cn.sms.daily")},
+		{"I-GONE", "5eeee5eeee5eeee5", ""},
+	} {
+		until := now.Add(time.Hour)
+		if _, err := st.ApplyEvents(ctx, []status.Event{{Kind: status.KindTransition, ID: c.id, DebtorID: "D-V", Seq: 1,
+			State: status.Deferred, Reason: "frequency_cap", Channel: "sms", At: now, Rule: "cn.sms.daily", Profile: "cn-bank",
+			Version: c.version, Until: &until, Inputs: &status.Inputs{Zones: []string{"Asia/Shanghai"}}}}, now); err != nil {
+			t.Fatal(err)
+		}
+		rr := serve(t, s, "GET", "/v1/intents/"+c.id, "")
+		var rec status.Record
+		if err := json.Unmarshal(rr.Body.Bytes(), &rec); err != nil || len(rec.Timeline) == 0 {
+			t.Fatalf("%s: %d %s", c.id, rr.Code, rr.Body)
+		}
+		if got := rec.Timeline[0].Source; got != c.want {
+			t.Errorf("%s (version %s): source %q, want %q", c.id, c.version, got, c.want)
+		}
 	}
 }

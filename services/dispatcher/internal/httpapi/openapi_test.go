@@ -357,7 +357,7 @@ func seedSpec(t *testing.T, s *Server, st *store.Store, sb *sandbox.Sandbox) see
 	until := now.Add(5 * time.Hour)
 	if _, err := st.ApplyEvents(ctx, []status.Event{{
 		Kind: status.KindTransition, ID: "I-GATE", DebtorID: "D-1001", Seq: 2, State: status.Deferred, Reason: "frequency_cap",
-		Channel: "sms", At: now.Add(-2*time.Hour + time.Second), Rule: "cn.sms.daily", Profile: "cn-bank", Until: &until,
+		Channel: "sms", At: now.Add(-2*time.Hour + time.Second), Rule: "cn.sms.daily", Profile: "cn-bank", Version: s.Profile.Version, Until: &until,
 		Inputs: &status.Inputs{Zones: []string{"Asia/Shanghai"}, LocalTimes: []string{"2026-11-23T09:00:01+08:00"}, Counts: map[string]int{"cn.sms.daily": 2}},
 	}}, now); err != nil {
 		t.Fatal(err)

@@ -314,16 +314,58 @@ func (s *Server) getIntent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	// Redis keeps a decision's rule id; its legal source comes from the
-	// profile (the status events on Kafka carry it as it was).
-	for i, e := range rec.Timeline {
-		if e.Source == "" && s.Profile != nil && e.Profile == s.Profile.Name {
-			if r := s.Profile.Rule(e.Rule); r != nil {
-				rec.Timeline[i].Source = r.Source
+	s.explain(c.Request().Context(), &rec)
+	return c.JSON(http.StatusOK, rec)
+}
+
+// ProfileTexts finds the legal sources of a profile version that some
+// process decided with (the store keeps them).
+type ProfileTexts interface {
+	Profile(ctx context.Context, version string) (store.ProfileText, error)
+}
+
+// explain adds to each decision the legal sources of the profile version
+// that made it (Redis keeps rule ids; the texts are kept once per version):
+// the deciding rule's, and for a send those of every rule that could have
+// blocked it. A version no process recorded gets none, never the text of
+// the profile loaded now (the status events on Kafka carry them as they
+// were).
+func (s *Server) explain(ctx context.Context, rec *status.Record) {
+	texts := map[string]map[string]string{}
+	if s.Profile != nil {
+		texts[s.Profile.Version] = s.Profile.Sources()
+	}
+	pt, _ := s.Store.(ProfileTexts)
+	for i := range rec.Timeline {
+		e := &rec.Timeline[i]
+		if e.Version == "" || (e.Rule == "" && e.Inputs == nil) {
+			continue
+		}
+		t, ok := texts[e.Version]
+		if !ok && pt != nil {
+			if p, err := pt.Profile(ctx, e.Version); err == nil {
+				t = p.Sources
+			}
+			texts[e.Version] = t
+		}
+		if t == nil {
+			continue
+		}
+		if e.Source == "" {
+			e.Source = t[e.Rule]
+		}
+		if e.State == status.Sending && e.Inputs != nil && e.Sources == nil {
+			e.Sources = map[string]string{}
+			for _, c := range e.Inputs.Checks {
+				if c.Channel == e.Channel || e.Channel == "" {
+					e.Sources[c.Rule] = t[c.Rule]
+				}
+			}
+			for _, id := range []string{policy.RuleOptOut, policy.RuleDoNotContact} {
+				e.Sources[id] = t[id]
 			}
 		}
 	}
-	return c.JSON(http.StatusOK, rec)
 }
 
 func (s *Server) outbox(c echo.Context) error {

@@ -46,7 +46,8 @@ func (w *Worker) decide(ctx context.Context, m kafka.Message) ([]kafka.Message, 
 	}
 	now := w.Now()
 	if in.ExpiresAt != nil && !now.Before(*in.ExpiresAt) {
-		return w.endWithout(ctx, in, status.Suppressed, status.ReasonExpired, "expires_at has passed")
+		return w.endEntry(ctx, in, status.Entry{State: status.Suppressed, Reason: status.ReasonExpired,
+			Detail: "expires_at has passed", Rule: policy.RuleExpiresAt})
 	}
 	if e, never := w.neverAllowed(in, now); never {
 		return w.endEntry(ctx, in, e)
@@ -81,11 +82,11 @@ func (w *Worker) neverAllowed(in intent.Intent, now time.Time) (status.Entry, bo
 	for i, z := range zones {
 		names[i] = z.String()
 	}
-	e := status.Entry{State: status.Suppressed, Reason: status.ReasonNoAllowedTime, Profile: p.Name,
+	e := status.Entry{State: status.Suppressed, Reason: status.ReasonNoAllowedTime,
 		Detail: "the windows of " + strings.Join(names, ", ") + " never overlap",
 		Inputs: &status.Inputs{Zones: names, LocalTimes: p.Window(chans[0], zones, now).Inputs}}
 	if rule != nil {
-		e.Rule, e.Source = rule.ID, rule.Source
+		e.Rule = rule.ID
 	}
 	return e, true
 }
@@ -160,6 +161,10 @@ func (w *Worker) endEntry(ctx context.Context, in intent.Intent, e status.Entry)
 	now := w.Now().UTC()
 	st, reason := e.State, e.Reason
 	e.At, e.Worker = now, w.cfg.Owner
+	if e.Rule != "" {
+		// A decision by a rule names the profile's text that made it.
+		e.Profile, e.Version, e.Source = w.Profile.Name, w.Profile.Version, w.Profile.Source(e.Rule)
+	}
 	res, err := w.Store.Claim(ctx, store.ClaimRequest{
 		ID: in.ID, DebtorID: in.DebtorID, Owner: w.attempt(), Now: now,
 		Target: st, Reason: reason, Template: in.Template, Entry: e,
@@ -238,9 +243,27 @@ type plan struct {
 // (a batch retried after a Redis error): its own claim is no one else's.
 func (w *Worker) afterGate(ctx context.Context, j *job, res store.GateResult, own bool) ([]kafka.Message, *plan, error) {
 	in, m := j.in, j.m
-	if r := w.Profile.Rule(res.Entry.Rule); r != nil {
-		res.Entry.Source = r.Source // the audit trail carries the law, as the profile states it
+	// The audit trail carries the law as the deciding profile states it:
+	// the deciding rule's source, and for a send every rule that could have
+	// blocked it.
+	if s := w.Profile.Source(res.Entry.Rule); s != "" {
+		res.Entry.Source = s
 	}
+	if res.Outcome == store.Claimed && res.Entry.Inputs != nil {
+		res.Entry.Sources = map[string]string{}
+		for _, c := range res.Entry.Inputs.Checks {
+			if c.Channel == res.Channel {
+				res.Entry.Sources[c.Rule] = w.Profile.Source(c.Rule)
+			}
+		}
+		for _, id := range []string{policy.RuleOptOut, policy.RuleDoNotContact} {
+			res.Entry.Sources[id] = w.Profile.Source(id)
+		}
+		if j.in.ExpiresAt != nil {
+			res.Entry.Sources[policy.RuleExpiresAt] = w.Profile.Source(policy.RuleExpiresAt)
+		}
+	}
+	res.Entry.Inputs.Explain()
 	reinjected := kafkaio.Header(m, kafkaio.HeaderReinjected) != ""
 	var recs []kafka.Message
 	var err error
@@ -437,7 +460,7 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (sto
 	req := store.GateRequest{
 		ID: in.ID, DebtorID: in.DebtorID, Owner: token, Template: in.Template,
 		Now: now, LeaseUntil: now.Add(w.cfg.lease()), Retention: p.MaxLookback(),
-		Entry: status.Entry{At: now, Worker: w.cfg.Owner, Profile: p.Name, Inputs: &status.Inputs{}},
+		Entry: status.Entry{At: now, Worker: w.cfg.Owner, Profile: p.Name, Version: p.Version, Inputs: &status.Inputs{}},
 	}
 	if in.ExpiresAt != nil {
 		req.ExpiresAt = *in.ExpiresAt
@@ -476,7 +499,15 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (sto
 				c.WindowRule, c.WindowKind = "provider-unavailable:"+providerName(w.Senders[ch]), "breaker"
 			}
 		}
+		for _, r := range p.TimedRules(ch) {
+			req.Entry.Inputs.Checks = append(req.Entry.Inputs.Checks, status.Check{Channel: string(ch), Rule: r.ID, Kind: r.Kind})
+		}
 		for _, k := range p.Checks(in, ch, zones, now) {
+			per := policy.PerCalendarDay
+			if k.Sliding > 0 {
+				per = k.Sliding.String()
+			}
+			req.Entry.Inputs.Checks = append(req.Entry.Inputs.Checks, status.Check{Channel: string(ch), Rule: k.Rule.ID, Kind: k.Rule.Kind, Limit: k.Limit, Per: per})
 			c.Checks = append(c.Checks, store.Check{
 				Stream: w.stream(in, k.Stream.Event, k.Stream.Channel, k.Stream.Scope),
 				Since:  k.Since, Limit: k.Limit, Sliding: k.Sliding, Until: k.Until,
