@@ -132,6 +132,7 @@ func (c *Catalog) Spec(name string) (intent.TemplateSpec, bool) {
 		Locales:  slices.Clone(e.spec.Locales),
 		Channels: slices.Clone(e.spec.Channels),
 		Params:   slices.Clone(e.spec.Params),
+		Types:    maps.Clone(e.spec.Types),
 	}, true
 }
 
@@ -173,6 +174,12 @@ func (c *Catalog) Render(name, locale string, ch intent.Channel, params map[stri
 	// bank's own variables.
 	for _, p := range e.spec.Params {
 		data[p] = params[p]
+		if e.spec.Types[p] == intent.ParamMoney {
+			// Amounts read the way the locale writes them.
+			if m, err := intent.ParseMoney(params[p]); err == nil {
+				data[p] = m.Format(locale)
+			}
+		}
 	}
 	data[bankKey] = loc.bank
 
@@ -262,6 +269,7 @@ type bankYAML struct {
 type templateYAML struct {
 	Description string                                    `yaml:"description"`
 	Params      *[]string                                 `yaml:"params"`
+	ParamTypes  map[string]string                         `yaml:"param_types"`
 	OptOutLink  *bool                                     `yaml:"optout_link"`
 	Locales     []string                                  `yaml:"locales"`
 	Channels    []intent.Channel                          `yaml:"channels"`
@@ -405,6 +413,22 @@ func (l *loader) template(fsys fs.FS, file, name string, bank map[string]map[str
 			l.addf(file, fmt.Sprintf("params[%d]", i), "%q listed twice", p)
 		}
 	}
+	types := map[string]string{}
+	for _, p := range params {
+		switch t := y.ParamTypes[p]; {
+		case t == "":
+			l.addf(file, "param_types."+p, "missing: say what %s is (%s)", p, strings.Join(intent.ParamTypes, ", "))
+		case !slices.Contains(intent.ParamTypes, t):
+			l.addf(file, "param_types."+p, "unknown type %q (known: %s)", t, strings.Join(intent.ParamTypes, ", "))
+		default:
+			types[p] = t
+		}
+	}
+	for _, p := range slices.Sorted(maps.Keys(y.ParamTypes)) {
+		if !slices.Contains(params, p) {
+			l.addf(file, "param_types."+p, "not listed under params")
+		}
+	}
 	if y.OptOutLink == nil {
 		l.addf(file, "optout_link", "missing: say true or false")
 	}
@@ -462,6 +486,7 @@ func (l *loader) template(fsys fs.FS, file, name string, bank map[string]map[str
 			Locales:  slices.Clone(y.Locales),
 			Channels: slices.Clone(y.Channels),
 			Params:   slices.Clone(params),
+			Types:    types,
 		},
 		optOut:  y.OptOutLink != nil && *y.OptOutLink,
 		locales: make(map[string]*localized, len(locales)),

@@ -280,6 +280,7 @@ const testBank = `locales:
 
 const testTemplate = `# owner: tests
 params: [name, amount]
+param_types: {name: text, amount: money}
 optout_link: false
 locales: [zh-CN, en]
 channels: [sms, email, wechat]
@@ -389,8 +390,35 @@ func TestRenderIgnoresUndeclaredParams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "Test Bank: N, CNY 1 is due."; m.Text != want {
+	if want := "Test Bank: N, CNY 1.00 is due."; m.Text != want {
 		t.Errorf("Text = %q, want %q", m.Text, want)
+	}
+}
+
+// A money param is written the way the template's locale writes amounts;
+// other params go in as they came.
+func TestRenderMoneyByLocale(t *testing.T) {
+	c := testCatalog(t)
+	for _, tc := range []struct{ locale, amount, want string }{
+		{"en", "1234567.5", "Test Bank: N, CNY 1,234,567.50 is due."},
+		{"en", "USD 12", "Test Bank: N, CNY USD 12.00 is due."},
+		{"zh-CN", "0001,234.00", ""}, // not an amount: validation refuses it; rendered verbatim if asked
+		{"zh-CN", "1234.5 CNY", "测试银行：N，应还1,234.50 CNY元。"},
+	} {
+		m, err := c.Render("t", tc.locale, intent.SMS, map[string]string{"name": "N", "amount": tc.amount})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.want == "" {
+			tc.want = "测试银行：N，应还" + tc.amount + "元。"
+		}
+		if m.Text != tc.want {
+			t.Errorf("%s %q: Text = %q, want %q", tc.locale, tc.amount, m.Text, tc.want)
+		}
+	}
+	spec, _ := c.Spec("t")
+	if spec.Types["amount"] != intent.ParamMoney || spec.Types["name"] != intent.ParamText {
+		t.Errorf("spec types %v", spec.Types)
 	}
 }
 
@@ -635,6 +663,27 @@ func TestLoadRejects(t *testing.T) {
 				return map[string]string{"t.yaml": edit(t, testTemplate, "params: [name, amount]\n", "")}
 			},
 			mentions: []string{"templates/t.yaml", "params: missing"},
+		},
+		{
+			name: "param without a type",
+			files: func(t *testing.T) map[string]string {
+				return map[string]string{"t.yaml": edit(t, testTemplate, "param_types: {name: text, amount: money}", "param_types: {name: text}")}
+			},
+			mentions: []string{"templates/t.yaml", "param_types.amount", "missing"},
+		},
+		{
+			name: "unknown param type",
+			files: func(t *testing.T) map[string]string {
+				return map[string]string{"t.yaml": edit(t, testTemplate, "amount: money}", "amount: currency}")}
+			},
+			mentions: []string{"templates/t.yaml", "param_types.amount", `unknown type "currency"`},
+		},
+		{
+			name: "type of an undeclared param",
+			files: func(t *testing.T) map[string]string {
+				return map[string]string{"t.yaml": edit(t, testTemplate, "amount: money}", "amount: money, due: date}")}
+			},
+			mentions: []string{"templates/t.yaml", "param_types.due", "not listed under params"},
 		},
 		{
 			name: "param named bank",

@@ -78,6 +78,10 @@ type TemplateSpec struct {
 	Locales  []string  // locales it is written in
 	Channels []Channel // channels it has wording for
 	Params   []string  // params every rendering needs
+	// Types maps a param to its type (ParamText, ParamMoney, ParamDate).
+	// The catalog types every param; one without a type gets only the
+	// checks every param value gets.
+	Types map[string]string
 }
 
 // Templates looks template specs up by name; the catalog implements it.

@@ -98,6 +98,16 @@ func (v *validator) add(field, code, msg string) {
 	v.errs = append(v.errs, FieldError{Field: field, Code: code, Message: msg})
 }
 
+// has reports whether field already has an error.
+func (v *validator) has(field string) bool {
+	for _, e := range v.errs {
+		if e.Field == field {
+			return true
+		}
+	}
+	return false
+}
+
 // ident checks id and debtor_id: both go into Redis keys and URLs, debtor_id
 // inside a {hash tag}, so the charset has no braces, slashes or spaces.
 func (v *validator) ident(field, s string) {
@@ -213,6 +223,14 @@ func (v *validator) params(ps map[string]string, spec TemplateSpec, known bool) 
 	for _, p := range spec.Params {
 		if ps[p] == "" {
 			v.add(keyPath("params", p), CodeMissingParam, "required by the template, missing or empty")
+			continue
+		}
+		typ := spec.Types[p]
+		if typ == "" || v.has(keyPath("params", p)) {
+			continue // untyped (the catalog types every param), or already refused
+		}
+		if why := CheckParam(typ, ps[p]); why != "" {
+			v.add(keyPath("params", p), CodeInvalidFormat, "must be "+why)
 		}
 	}
 }

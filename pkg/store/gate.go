@@ -82,6 +82,9 @@ type GateRequest struct {
 	Retention                     time.Duration // how long stream events are kept (the longest lookback)
 	Entry                         status.Entry  // the base of the timeline entry: profile, inputs
 	Candidates                    []Candidate
+	// Preview decides without writing anything: no record, no lease, no
+	// contact counted (GatePreview sets it).
+	Preview bool
 }
 
 // ErrStateLost says Redis lost its data (the state marker is gone): nothing
@@ -114,6 +117,29 @@ func (s *Store) Gate(ctx context.Context, r GateRequest) (GateResult, error) {
 		return GateResult{}, err
 	}
 	return res[0], nil
+}
+
+// GatePreview runs the gate as Gate would at r.Now, reading the debtor's
+// record, opt-outs and contact streams, and writes nothing: the outcome,
+// and the entry Gate would have written (seq 0), of a what-if.
+func (s *Store) GatePreview(ctx context.Context, r GateRequest) (GateResult, error) {
+	r.Preview = true
+	keys, args, err := s.gateArgs(r)
+	if err != nil {
+		return GateResult{}, err
+	}
+	res, err := gateScript.Run(ctx, s.rdb, keys, args...).Result()
+	if err != nil {
+		return GateResult{}, fmt.Errorf("store: gate preview: %w", err)
+	}
+	g, err := parseGate(res)
+	if err != nil {
+		return GateResult{}, err
+	}
+	if g.Outcome == "lost" {
+		return GateResult{}, ErrStateLost
+	}
+	return g, nil
 }
 
 // GateBatch decides several intents in one pipeline: one round trip for all
@@ -184,8 +210,12 @@ func (s *Store) gateArgs(r GateRequest) ([]string, []any, error) {
 		return strconv.Itoa(i)
 	}
 	args := make([]any, 0, 16+len(r.Candidates)*24)
+	preview := "0"
+	if r.Preview {
+		preview = "1"
+	}
 	args = append(args, r.ID, r.DebtorID, ms(r.Now), ms(r.LeaseUntil), r.Owner, s.ttlSec, r.Template,
-		r.Retention.Milliseconds(), ms(r.ExpiresAt), base, len(r.Candidates), check)
+		r.Retention.Milliseconds(), ms(r.ExpiresAt), base, len(r.Candidates), check, preview)
 	for _, c := range r.Candidates {
 		ok := "0"
 		if c.WindowOK {

@@ -186,6 +186,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	d := httpapi.Deps{
 		Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
 		Profile: s.Profile, Contacts: s.store, Ops: s.store, Resolver: s.store,
+		Previewer: worker.NewPreviewer(s.store, cat, s.Profile),
 		OptOuts: recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
 		PublicBaseURL: cfg.PublicBaseURL, TwilioAuthToken: cfg.Twilio.AuthToken, AllowUnsigned: roles.Dev,
 		APIKeys: apiKeys, OpsRec: s.ops, OpsData: opsView{rdb: rdb, prefix: cfg.RedisPrefix},

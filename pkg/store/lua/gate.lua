@@ -33,7 +33,9 @@
 -- ARGV[11] number of candidates
 -- ARGV[12] "1": refuse to decide if the state marker is gone (Redis lost
 --          its data: opt-outs and records must be rebuilt first)
--- ARGV[13..] per candidate:
+-- ARGV[13] "1": preview: decide as above but write nothing (no record, no
+--          lease, no stream entry): what the gate would decide now
+-- ARGV[14..] per candidate:
 --   channel, masked address (json), window: "1" allowed or "0"; window next
 --   (ms), window rule id (json), window rule kind,
 --   number of checks; per check: stream key index (into KEYS), since (ms),
@@ -54,6 +56,7 @@
 --   "lost"       the state marker is gone; nothing changed
 local rec, optouts = KEYS[1], KEYS[2]
 local id, now, owner = ARGV[1], tonumber(ARGV[3]), ARGV[5]
+local preview = ARGV[13] == '1'
 if ARGV[12] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then
   return {'lost', '', 0, '', 0, '', ''}
 end
@@ -62,7 +65,7 @@ local st = redis.call('HGET', rec, 'state')
 if st == 'sending' then
   local holder = redis.call('HGET', rec, 'owner') or ''
   local lease = tonumber(redis.call('HGET', rec, 'lease') or '0')
-  if holder ~= owner and lease > now then
+  if preview or (holder ~= owner and lease > now) then
     return {'busy', st, 0, holder, lease, '', ''}
   end
   redis.call('HSET', rec, 'owner', owner, 'lease', ARGV[4], 'updated', now)
@@ -85,6 +88,7 @@ local function write(state, reason, channel, fields)
   if channel ~= '' then entry = entry .. ',"channel":"' .. channel .. '"' end
   if #fields > 0 then entry = entry .. ',' .. table.concat(fields, ',') end
   entry = entry .. '}'
+  if preview then return 0, entry end
   local seq = redis.call('HINCRBY', rec, 'seq', 1)
   local hf = {'state', state, 'reason', reason, 'updated', now, 'template', ARGV[7], 'e:' .. seq, entry}
   if not st then
@@ -112,7 +116,7 @@ if dnc then
 end
 local all = redis.call('HGET', optouts, 'all')
 
-local i = 13
+local i = 14
 local ncand = tonumber(ARGV[11])
 local best, bestRule, bestKind, bestChannel = nil, '', '', ''
 local optedOut, firstOpted = 0, ''
@@ -160,6 +164,7 @@ for _ = 1, ncand do
     end
     if free <= now then
       for r = 0, nres - 1 do
+        if preview then break end
         local key = KEYS[tonumber(ARGV[res + r])]
         redis.call('ZADD', key, now, id)
         redis.call('ZREMRANGEBYSCORE', key, '-inf', now - tonumber(ARGV[8]))

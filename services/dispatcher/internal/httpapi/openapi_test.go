@@ -34,6 +34,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/store"
 	"github.com/contactd/dispatcher/pkg/testenv"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/worker"
 )
 
 func init() {
@@ -101,6 +102,7 @@ func newSpecServer(t *testing.T) (*Server, *store.Store, *sandbox.Sandbox) {
 	d.Sandbox, d.Gatherer, d.Resolver, d.Ops = sb, reg, st, st
 	d.OpsData, d.OpsRec = specOpsData{rdb: rdb, prefix: prefix}, rec
 	d.Ready = []Check{{Name: "redis", Ping: st.Ping}}
+	d.Previewer = worker.NewPreviewer(st, d.Templates.(worker.Templates), d.Profile)
 	s, err := New(d)
 	if err != nil {
 		t.Fatal(err)
@@ -472,6 +474,18 @@ func specCases(s *Server, sd seeded) []specCase {
 		return func() { s.Publisher = old }
 	}
 	return []specCase{
+		// What-if.
+		{name: "preview a send", method: "POST", path: "/v1/intents/preview?at=2026-11-23T11:00:00%2B08:00", body: intentWith("I-PREVIEW", nil), code: 200, want: []string{`"decision":"send"`, `"profile_version"`}},
+		{name: "preview a holiday call", method: "POST", path: "/v1/intents/preview?at=2027-02-07T10:00:00%2B08:00",
+			body: intentWith("I-PREVIEW", func(m map[string]any) {
+				m["channels"] = []string{"voice"}
+				delete(m, "expires_at")
+				delete(m, "not_before")
+			}),
+			code: 200, want: []string{`"decision":"defer"`, `"rule":"cn.voice.holidays"`}},
+		{name: "preview at a bad time", method: "POST", path: "/v1/intents/preview?at=tomorrow", body: intentWith("I-PREVIEW", nil), code: 400, badRequest: true, want: []string{`"at"`}},
+		{name: "preview of no intent", method: "POST", path: "/v1/intents/preview", body: `{"id":`, code: 400, badRequest: true, want: []string{"malformed_json"}},
+		{name: "preview too large", method: "POST", path: "/v1/intents/preview", body: padded, code: 413},
 		// Health.
 		{name: "healthz", method: "GET", path: "/healthz", code: 200, want: []string{`"ok"`}},
 		{name: "ready", method: "GET", path: "/readyz", code: 200, want: []string{`"redis":"ok"`}},

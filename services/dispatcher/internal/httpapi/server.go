@@ -29,6 +29,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/worker"
 )
 
 // Publisher writes records to Kafka and returns once they are acked.
@@ -61,6 +62,7 @@ type Deps struct {
 	Resolver  Resolver
 	Topics    kafkaio.Topics
 	Ready     []Check
+	Previewer Previewer        // answers POST /v1/intents/preview (nil: 503)
 	Sandbox   *sandbox.Sandbox // dev only: exposes /v1/sandbox
 	Gatherer  prometheus.Gatherer
 
@@ -123,6 +125,7 @@ func New(d Deps) (*Server, error) {
 	read, write, admin := s.requireScope(ScopeRead), s.requireScope(ScopeWrite), s.requireScope(ScopeAdmin)
 	v1 := s.e.Group("/v1")
 	v1.POST("/intents", s.postIntent, write)
+	v1.POST("/intents/preview", s.postPreview, read)
 	v1.GET("/intents/:id", s.getIntent, read)
 	v1.POST("/intents/:id/resolution", s.postResolution, admin)
 	v1.GET("/debtors/:id/contacts", s.getContacts, read)
@@ -307,6 +310,44 @@ func (s *Server) postIntent(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "cannot write the intent to Kafka; retry later")
 	}
 	return c.JSON(http.StatusAccepted, Accepted{ID: in.ID, State: status.Accepted, StatusURL: url})
+}
+
+// Previewer says what the gate would decide for an intent at an instant,
+// recording and reserving nothing.
+type Previewer interface {
+	Preview(ctx context.Context, in intent.Intent, at time.Time) (worker.Preview, error)
+}
+
+// postPreview answers "when would this be sent, and why?": the decision the
+// gate would make for the intent at ?at= (default now), counting the
+// debtor's real recent contacts and opt-outs, writing nothing. A body that
+// is not an intent is a 400; an intent the worker would reject is the
+// decision "reject" with its field errors.
+func (s *Server) postPreview(c echo.Context) error {
+	if s.Previewer == nil {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "preview is not served by this process")
+	}
+	at := s.Now()
+	if q := c.QueryParam("at"); q != "" {
+		t, err := time.Parse(time.RFC3339, q)
+		if err != nil {
+			return &intent.Error{Fields: []intent.FieldError{{Field: "at", Code: intent.CodeInvalidFormat, Message: "must be an RFC 3339 time such as 2027-02-07T10:00:00+08:00"}}}
+		}
+		at = t
+	}
+	body, err := io.ReadAll(io.LimitReader(c.Request().Body, intent.MaxSize+1))
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, "cannot read body")
+	}
+	in, err := intent.Decode(body)
+	if err != nil {
+		return err
+	}
+	p, err := s.Previewer.Preview(c.Request().Context(), in, at)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
 }
 
 func (s *Server) getIntent(c echo.Context) error {

@@ -185,13 +185,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	if d.Topics == (kafkaio.Topics{}) {
 		d.Topics = kafkaio.DefaultTopics
 	}
-	w := &Worker{cfg: cfg, Deps: d, reads: map[policy.Stream]bool{}}
-	for _, r := range d.Profile.Rules {
-		if r.Kind == policy.KindCap || r.Kind == policy.KindGap {
-			w.reads[r.Stream] = true
-		}
-	}
-	return w, nil
+	return &Worker{cfg: cfg, Deps: d, reads: readsOf(d.Profile)}, nil
 }
 
 // Run consumes until ctx ends, then drains: each lane finishes the intent in
