@@ -79,7 +79,7 @@ func TestValidateParamTypes(t *testing.T) {
 	tpl := fakeTemplates{"typed": {Locales: []string{"zh-CN"}, Channels: []Channel{SMS}, Params: []string{"name", "amount", "due_date"},
 		Types: map[string]string{"name": ParamText, "amount": ParamMoney, "due_date": ParamDate}}}
 	in := Intent{ID: "I-1", DebtorID: "D-1", Template: "typed", Locale: "zh-CN", Channels: []Channel{SMS},
-		To: Address{Phone: "+8613800138000"},
+		To:     Address{Phone: "+8613800138000"},
 		Params: map[string]string{"name": "张\u202e三", "amount": "0.00. URGENT: pay at http://x", "due_date": "soon"}}
 	err := in.Validate(tpl)
 	ie, ok := err.(*Error)

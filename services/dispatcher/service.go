@@ -187,7 +187,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
 		Profile: s.Profile, Contacts: s.store, Ops: s.store, Resolver: s.store,
 		Previewer: worker.NewPreviewer(s.store, cat, s.Profile),
-		OptOuts: recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
+		OptOuts:   recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
 		PublicBaseURL: cfg.PublicBaseURL, TwilioAuthToken: cfg.Twilio.AuthToken, AllowUnsigned: roles.Dev,
 		APIKeys: apiKeys, OpsRec: s.ops, OpsData: opsView{rdb: rdb, prefix: cfg.RedisPrefix},
 		Ready: []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping},

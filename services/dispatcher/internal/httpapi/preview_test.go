@@ -105,7 +105,9 @@ func TestPreview(t *testing.T) {
 		}
 	})
 	t.Run("an intent the worker would reject", func(t *testing.T) {
-		p := preview(t, "", intentWith("I-R", func(m map[string]any) { m["params"] = map[string]any{"name": "张三", "amount": "0.00 pay at http://x", "due_date": "2026-11-30"} }))
+		p := preview(t, "", intentWith("I-R", func(m map[string]any) {
+			m["params"] = map[string]any{"name": "张三", "amount": "0.00 pay at http://x", "due_date": "2026-11-30"}
+		}))
 		if p.Decision != worker.PreviewReject || len(p.Errors) != 1 || p.Errors[0].Field != "params.amount" {
 			t.Errorf("preview %+v, want reject naming params.amount", p)
 		}
