@@ -9,7 +9,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -18,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
-	"golang.org/x/time/rate"
 
 	"github.com/contactd/dispatcher/pkg/channel"
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
@@ -78,6 +79,12 @@ type Deps struct {
 	// the webhooks (default 5/s, burst 20).
 	APIKeys    []APIKey
 	PublicRate float64
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed;
+	// without them a client is its socket's address.
+	TrustedProxies []*net.IPNet
+	// PublicConnsPerIP caps one client's requests in flight on the public
+	// routes (default 10).
+	PublicConnsPerIP int
 	// OpsOnly serves only /healthz, /readyz and /metrics (a worker process).
 	OpsOnly bool
 	Log     *slog.Logger
@@ -87,7 +94,9 @@ type Deps struct {
 // Server is the HTTP API.
 type Server struct {
 	Deps
-	e *echo.Echo
+	e      *echo.Echo
+	public *ipLimiter // per-client rate on /u and the webhooks
+	conns  *connLimit // per-client requests in flight there
 }
 
 // New builds the routes.
@@ -105,8 +114,18 @@ func New(d Deps) (*Server, error) {
 	if d.Topics == (kafkaio.Topics{}) {
 		d.Topics = kafkaio.DefaultTopics
 	}
-	s := &Server{Deps: d, e: echo.New()}
+	if d.PublicRate == 0 {
+		d.PublicRate = 5
+	}
+	if d.PublicConnsPerIP == 0 {
+		d.PublicConnsPerIP = DefaultPublicConnsPerIP
+	}
+	s := &Server{Deps: d, e: echo.New(),
+		public: newIPLimiter(d.PublicRate, int(4*d.PublicRate), limiterEntries),
+		conns:  &connLimit{max: d.PublicConnsPerIP, active: map[netip.Addr]int{}},
+	}
 	s.e.HideBanner, s.e.HidePort = true, true
+	s.e.IPExtractor = ipExtractor(d.TrustedProxies)
 	s.e.HTTPErrorHandler = s.errorHandler
 	s.e.Use(middleware.Recover())
 	s.e.Use(middleware.RequestID())
@@ -141,23 +160,15 @@ func New(d Deps) (*Server, error) {
 	s.e.GET("/ops", s.getOpsPage, s.opsAuth)
 	s.e.POST("/ops/login", s.postOpsLogin)
 
-	// Public routes: signed, and rate-limited per client IP.
-	perSec := d.PublicRate
-	if perSec == 0 {
-		perSec = 5
-	}
-	limit := middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
-		Store: middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
-			Rate: rate.Limit(perSec), Burst: int(4 * perSec), ExpiresIn: 3 * time.Minute,
-		}),
-		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
-	})
+	// Public routes: signed, rate-limited per client and capped in the
+	// requests one client has in flight.
+	limit := []echo.MiddlewareFunc{s.limit(s.public), s.holdLimit(s.conns)}
 	if d.OptOutKeys != nil {
-		s.e.GET("/u/:token", s.getUnsubscribe, limit)
-		s.e.POST("/u/:token", s.postUnsubscribe, limit)
+		s.e.GET("/u/:token", s.getUnsubscribe, limit...)
+		s.e.POST("/u/:token", s.postUnsubscribe, limit...)
 	}
-	s.e.POST("/webhooks/twilio/status", s.postStatus, limit, s.twilioSigned)
-	s.e.POST("/webhooks/twilio/inbound", s.postInbound, limit, s.twilioSigned)
+	s.e.POST("/webhooks/twilio/status", s.postStatus, append(limit, s.twilioSigned)...)
+	s.e.POST("/webhooks/twilio/inbound", s.postInbound, append(limit, s.twilioSigned)...)
 	return s, nil
 }
 
