@@ -111,7 +111,7 @@ var envVars = [][2]string{
 	{"DISPATCHER_SANDBOX_JOURNAL", "file where the sandbox appends each send (JSON lines) and remembers sent ids across restarts"},
 	{"DISPATCHER_SANDBOX_LATENCY", "how long each sandbox send takes, like a provider's round trip (default 0)"},
 	{"DISPATCHER_SANDBOX_FORGETFUL", "true: the sandbox does not remember sent ids (benchmarks of millions)"},
-	{"DISPATCHER_API_KEYS", "API keys as scope:sha256hex,… (scopes read, write, admin); dev: a key kept in the data dir and printed"},
+	{"DISPATCHER_API_KEYS", "API keys as scope:sha256hex[:id],… (scopes read < write < compliance < admin; id names the key as an actor, default the hash's first 12 hex digits); dev: an admin key kept in the data dir and printed"},
 	{"DISPATCHER_OPTOUT_KEYS", "opt-out link keys kid:secret,…; the first signs, all verify (rotation); dev: kept in the data dir"},
 	{"DISPATCHER_SMS_PROVIDER", "sandbox (default) or twilio"},
 	{"DISPATCHER_VOICE_PROVIDER", "sandbox (default) or twilio"},

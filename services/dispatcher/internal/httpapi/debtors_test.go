@@ -46,7 +46,8 @@ func newServer(t *testing.T, profile string, now time.Time) (*Server, *store.Sto
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiKeys, err := ParseAPIKeys("admin:" + HashAPIKey(adminKey) + ",read:" + HashAPIKey(readKey) + ",write:" + HashAPIKey(writeKey))
+	apiKeys, err := ParseAPIKeys("admin:" + HashAPIKey(adminKey) + ",read:" + HashAPIKey(readKey) + ",write:" + HashAPIKey(writeKey) + ":intake" +
+		",compliance:" + HashAPIKey(complianceKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +66,7 @@ const (
 	adminKey       = "admin-key-for-tests"
 	readKey        = "read-key-for-tests"
 	writeKey       = "write-key-for-tests"
+	complianceKey  = "compliance-key-for-tests"
 	testOptOutKeys = "k2:new-secret-0123456789abcdef,k1:old-secret-0123456789abcdef"
 	twilioToken    = "twilio-auth-token-test"
 )

@@ -87,7 +87,9 @@ func TestRateLimitByClientAddress(t *testing.T) {
 		if got := count429(t, ts, 40, rotating); got != 0 {
 			t.Errorf("%d of 40 requests from 40 clients behind a trusted proxy got 429, want 0", got)
 		}
-		same := func(int) map[string]string { return map[string]string{"X-Forwarded-For": "198.51.100.7, 203.0.113.200"} }
+		same := func(int) map[string]string {
+			return map[string]string{"X-Forwarded-For": "198.51.100.7, 203.0.113.200"}
+		}
 		if got := count429(t, ts, 40, same); got != 36 {
 			t.Errorf("%d of 40 requests from one client behind a trusted proxy got 429, want 36", got)
 		}
@@ -222,5 +224,3 @@ func TestPublicConnsPerIP(t *testing.T) {
 		t.Errorf("after they ended: HTTP %d, want 400 (a bad token, not a limit)", code)
 	}
 }
-
-

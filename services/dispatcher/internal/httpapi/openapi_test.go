@@ -243,7 +243,7 @@ func authenticate(_ context.Context, in *openapi3filter.AuthenticationInput) err
 	return fmt.Errorf("unknown security scheme %q", in.SecuritySchemeName)
 }
 
-var scopeKeys = map[string]string{ScopeRead: readKey, ScopeWrite: writeKey, ScopeAdmin: adminKey}
+var scopeKeys = map[string]string{ScopeRead: readKey, ScopeWrite: writeKey, ScopeCompliance: complianceKey, ScopeAdmin: adminKey}
 
 func (c specCase) request(key string) *http.Request {
 	var req *http.Request
@@ -520,8 +520,12 @@ func specCases(s *Server, sd seeded) []specCase {
 		{name: "opt out of SMS again, no body", method: "PUT", path: "/v1/debtors/D-5/optouts/sms", code: 200},
 		{name: "opt out of a fax", method: "PUT", path: "/v1/debtors/D-5/optouts/fax", code: 400, badRequest: true},
 		{name: "opt out from a rumour", method: "PUT", path: "/v1/debtors/D-5/optouts/sms", body: `{"source":"rumour"}`, code: 400, badRequest: true},
-		{name: "dispute", method: "PUT", path: "/v1/debtors/D-5/optouts/dispute_open", code: 200, want: []string{`"do_not_contact":[{`}},
-		{name: "dispute settled", method: "DELETE", path: "/v1/debtors/D-5/optouts/dispute_open", code: 200, want: []string{`"do_not_contact":[]`}},
+		{name: "opt-out with a source only the service writes", method: "PUT", path: "/v1/debtors/D-5/optouts/sms", body: `{"source":"link"}`, code: 400, badRequest: true,
+			want: []string{`"code":"reserved"`}},
+		{name: "dispute", method: "PUT", path: "/v1/debtors/D-5/optouts/dispute_open", key: complianceKey, code: 200, want: []string{`"do_not_contact":[{`}},
+		{name: "dispute by a write key", method: "PUT", path: "/v1/debtors/D-5/optouts/dispute_open", code: 403},
+		{name: "dispute settled by a write key", method: "DELETE", path: "/v1/debtors/D-5/optouts/dispute_open", code: 403},
+		{name: "dispute settled", method: "DELETE", path: "/v1/debtors/D-5/optouts/dispute_open", key: complianceKey, code: 200, want: []string{`"do_not_contact":[]`}},
 		{name: "lift with a malformed body", method: "DELETE", path: "/v1/debtors/D-5/optouts/sms", body: `{"reason":`, code: 400, badRequest: true},
 		{name: "lift every opt-out", method: "DELETE", path: "/v1/debtors/D-5/optouts", code: 200, want: []string{`"stopped":[]`}},
 		{name: "opt out of everything", method: "PUT", path: "/v1/debtors/D-5/optouts", body: `{"reason":"complaint","source":"bank_request"}`, code: 200,
@@ -579,7 +583,7 @@ func authCases(t *testing.T, doc *openapi3.T) []specCase {
 			}
 			scope := scopeOf(op)
 			if scopeRank[scope] == 0 {
-				t.Errorf("%s %s needs a key but documents no x-scope (read, write or admin)", method, path)
+				t.Errorf("%s %s needs a key but documents no x-scope (read, write, compliance or admin)", method, path)
 				continue
 			}
 			p := path

@@ -2,8 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"embed"
 	"errors"
 	"fmt"
@@ -79,17 +77,8 @@ func (s *Server) opsAuth(next echo.HandlerFunc) echo.HandlerFunc {
 
 // scopeOf returns the scope of a key, or "".
 func (s *Server) scopeOf(key string) string {
-	if key == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(key)))
-	found := ""
-	for _, k := range s.APIKeys {
-		if subtle.ConstantTimeCompare(sum[:], k.Hash[:]) == 1 {
-			found = k.Scope
-		}
-	}
-	return found
+	k, _ := s.lookup(strings.TrimSpace(key))
+	return k.Scope
 }
 
 func (s *Server) postOpsLogin(c echo.Context) error {

@@ -65,7 +65,7 @@ func (s *Server) unsubscribePage(c echo.Context, confirm bool) error {
 		d.State = "confirm"
 	default:
 		if !already {
-			o := optout.OptOut{DebtorID: claims.DebtorID, Channel: claims.Channel, Source: optout.SourceLink, At: s.Now().UTC()}
+			o := optout.OptOut{DebtorID: claims.DebtorID, Channel: claims.Channel, Source: optout.SourceLink, At: s.Now().UTC(), Actor: optout.ActorDebtor}
 			if oneClick {
 				o.Reason = "one-click unsubscribe"
 			} else {
