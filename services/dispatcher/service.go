@@ -184,7 +184,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		OptOuts: recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
 		PublicBaseURL: cfg.PublicBaseURL, TwilioAuthToken: cfg.Twilio.AuthToken, AllowUnsigned: roles.Dev,
 		APIKeys: apiKeys, TrustedProxies: cfg.TrustedProxies, PublicConnsPerIP: cfg.PublicConnsPerIP,
-		OpsRec: s.ops, OpsData: opsView{rdb: rdb, prefix: cfg.RedisPrefix},
+		OpsRec: s.ops, Sessions: s.store, OpsData: opsView{rdb: rdb, prefix: cfg.RedisPrefix},
 		Ready: []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping},
 			{Name: "state", Ping: s.stateReady}},
 		OpsOnly: !roles.API,

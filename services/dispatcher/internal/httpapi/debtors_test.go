@@ -53,7 +53,7 @@ func newServer(t *testing.T, profile string, now time.Time) (*Server, *store.Sto
 	}
 	s, err := New(Deps{Publisher: nopPublisher{}, Store: st, Contacts: st, Templates: cat, Profile: prof,
 		OptOuts: &optout.Recorder{Topic: "reminders.optouts", Pub: nopPublisher{}, Hot: st}, OptOutReader: st,
-		OptOutKeys: keys, Webhooks: st, Resolver: st, APIKeys: apiKeys, PublicBaseURL: "https://collect.bank.example",
+		OptOutKeys: keys, Webhooks: st, Resolver: st, Sessions: st, APIKeys: apiKeys, PublicBaseURL: "https://collect.bank.example",
 		TwilioAuthToken: twilioToken, PublicRate: 1000,
 		Now: func() time.Time { return now }})
 	if err != nil {

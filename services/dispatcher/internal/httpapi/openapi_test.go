@@ -449,8 +449,19 @@ func twilioForm(path string, form url.Values) (body string, header map[string]st
 	return form.Encode(), map[string]string{"X-Twilio-Signature": twilioSign(twilioToken, twilioBase+path, form)}
 }
 
+// specSession starts an ops session for the read key and returns its id.
+func specSession(s *Server) string {
+	id := "spec-session-" + strconv.Itoa(int(time.Now().UnixNano()))
+	b, _ := json.Marshal(opsSession{KeyID: HashAPIKey(readKey)[:12], Scope: ScopeRead, Expires: now.Add(time.Hour)})
+	if err := s.Sessions.PutSession(context.Background(), sessionDigest(id), b, time.Hour); err != nil {
+		panic(err)
+	}
+	return id
+}
+
 func specCases(s *Server, sd seeded) []specCase {
 	const form = "application/x-www-form-urlencoded"
+	sameSite := map[string]string{"Origin": twilioBase}
 	statusPath := "/webhooks/twilio/status?debtor_id=D-SPEC&intent_id=I-D-SPEC"
 	delivered, deliveredSig := twilioForm(statusPath, url.Values{"MessageSid": {"SMD-SPEC"}, "MessageStatus": {"delivered"}})
 	call, callSig := twilioForm("/webhooks/twilio/status?debtor_id=D-SPEC&intent_id=I-CALL", url.Values{"CallSid": {"CA1"}, "CallStatus": {"completed"}, "AnsweredBy": {"human"}})
@@ -542,9 +553,15 @@ func specCases(s *Server, sd seeded) []specCase {
 		{name: "fault with a bad delay", method: "PUT", path: "/v1/sandbox/faults/email", body: `{"delay":"soon"}`, code: 400},
 		{name: "fault on a fax", method: "PUT", path: "/v1/sandbox/faults/fax", body: `{}`, code: 400, badRequest: true},
 		{name: "ops page", method: "GET", path: "/ops?intent=I-GATE", code: 200, want: []string{"I-GATE"}},
-		{name: "ops page by cookie", method: "GET", path: "/ops", key: noKey, header: map[string]string{"Cookie": opsCookie + "=" + readKey}, code: 200},
-		{name: "ops sign-in", method: "POST", path: "/ops/login", ctype: form, body: "key=" + readKey, code: 303},
-		{name: "ops sign-in with a wrong key", method: "POST", path: "/ops/login", ctype: form, body: "key=nope", code: 401},
+		{name: "ops page by session", method: "GET", path: "/ops", key: noKey, header: map[string]string{"Cookie": opsCookie + "=" + specSession(s)}, code: 200},
+		{name: "ops page with a key as the cookie", method: "GET", path: "/ops", key: noKey, header: map[string]string{"Cookie": opsCookie + "=" + readKey}, code: 401, badRequest: false},
+		{name: "ops sign-in", method: "POST", path: "/ops/login", ctype: form, body: "key=" + readKey, header: sameSite, code: 303},
+		{name: "ops sign-in with a wrong key", method: "POST", path: "/ops/login", ctype: form, body: "key=nope", header: sameSite, code: 401},
+		{name: "ops sign-in from another site", method: "POST", path: "/ops/login", ctype: form, body: "key=" + readKey, header: map[string]string{"Origin": "https://evil.example"}, code: 403},
+		{name: "ops sign-in too large", method: "POST", path: "/ops/login", ctype: form, body: "key=" + strings.Repeat("k", 5000), header: sameSite, code: 413},
+		{name: "ops sign-in as JSON", method: "POST", path: "/ops/login", body: `{"key":"x"}`, header: sameSite, code: 415, badRequest: true},
+		{name: "ops sign-out", method: "POST", path: "/ops/logout", header: map[string]string{"Origin": twilioBase, "Cookie": opsCookie + "=" + specSession(s)}, code: 303},
+		{name: "ops sign-out from another site", method: "POST", path: "/ops/logout", header: map[string]string{"Origin": "https://evil.example"}, code: 403},
 
 		// The opt-out link.
 		{name: "opt-out page", method: "GET", path: "/u/" + sd.token + "?lang=en", code: 200, want: []string{`id="confirm"`}},

@@ -59,6 +59,7 @@ type Deps struct {
 	Ops       Ops
 	OpsData   OpsData           // what the ops page shows (nil: nothing yet)
 	OpsRec    *opsdata.Recorder // counts the API's own decisions (callbacks)
+	Sessions  Sessions          // the ops page's sign-in sessions
 	Resolver  Resolver
 	Topics    kafkaio.Topics
 	Ready     []Check
@@ -96,14 +97,15 @@ type Server struct {
 	Deps
 	e      *echo.Echo
 	public *ipLimiter // per-client rate on /u and the webhooks
+	login  *ipLimiter // per-client sign-in attempts on /ops/login
 	conns  *connLimit // per-client requests in flight there
 }
 
 // New builds the routes.
 func New(d Deps) (*Server, error) {
 	if !d.OpsOnly && (d.Publisher == nil || d.Store == nil || d.Templates == nil || d.Profile == nil || d.Contacts == nil ||
-		d.OptOuts == nil || d.OptOutReader == nil || d.Webhooks == nil || d.Resolver == nil) {
-		return nil, errors.New("httpapi: publisher, store, contacts, opt-outs, webhooks, templates and profile are required")
+		d.OptOuts == nil || d.OptOutReader == nil || d.Webhooks == nil || d.Resolver == nil || d.Sessions == nil) {
+		return nil, errors.New("httpapi: publisher, store, contacts, opt-outs, webhooks, sessions, templates and profile are required")
 	}
 	if d.Now == nil {
 		d.Now = time.Now
@@ -122,6 +124,8 @@ func New(d Deps) (*Server, error) {
 	}
 	s := &Server{Deps: d, e: echo.New(),
 		public: newIPLimiter(d.PublicRate, int(4*d.PublicRate), limiterEntries),
+		// Sign-in: 5 at once, then one every 5 s.
+		login: newIPLimiter(0.2, 5, limiterEntries),
 		conns:  &connLimit{max: d.PublicConnsPerIP, active: map[netip.Addr]int{}},
 	}
 	s.e.HideBanner, s.e.HidePort = true, true
@@ -158,7 +162,8 @@ func New(d Deps) (*Server, error) {
 	}
 
 	s.e.GET("/ops", s.getOpsPage, s.opsAuth)
-	s.e.POST("/ops/login", s.postOpsLogin)
+	s.e.POST("/ops/login", s.postOpsLogin, s.limit(s.login), s.sameOrigin)
+	s.e.POST("/ops/logout", s.postOpsLogout, s.sameOrigin)
 
 	// Public routes: signed, rate-limited per client and capped in the
 	// requests one client has in flight.
