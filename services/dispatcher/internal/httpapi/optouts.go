@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"sort"
@@ -112,12 +111,8 @@ func (s *Server) changeOptOut(c echo.Context, remove bool) error {
 		return badField("channel", "unknown", "sms, voice, email, wechat, all, cease_and_desist, attorney_represented or dispute_open")
 	}
 	var b optoutBody
-	if c.Request().ContentLength != 0 {
-		dec := json.NewDecoder(io.LimitReader(c.Request().Body, 4096))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&b); err != nil && err != io.EOF {
-			return badField("", "malformed_json", `body must be {"reason": "…", "source": "bank_request"}`)
-		}
+	if err := decodeBody(c, &b); err != nil {
+		return err
 	}
 	if b.Source == "" {
 		b.Source = optout.SourceBankRequest

@@ -126,7 +126,7 @@ func New(d Deps) (*Server, error) {
 		public: newIPLimiter(d.PublicRate, int(4*d.PublicRate), limiterEntries),
 		// Sign-in: 5 at once, then one every 5 s.
 		login: newIPLimiter(0.2, 5, limiterEntries),
-		conns:  &connLimit{max: d.PublicConnsPerIP, active: map[netip.Addr]int{}},
+		conns: &connLimit{max: d.PublicConnsPerIP, active: map[netip.Addr]int{}},
 	}
 	s.e.HideBanner, s.e.HidePort = true, true
 	s.e.IPExtractor = ipExtractor(d.TrustedProxies)
@@ -240,11 +240,17 @@ func (s *Server) healthz(c echo.Context) error {
 func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
+	// The errors name hosts and ports: only for a caller with a key.
+	token, _ := bearer(c.Request())
+	_, detail := s.lookup(token)
 	res := map[string]string{}
 	ok := true
 	for _, ch := range s.Ready {
 		if err := ch.Ping(ctx); err != nil {
-			res[ch.Name] = "unreachable: " + err.Error()
+			res[ch.Name] = "unreachable"
+			if detail {
+				res[ch.Name] += ": " + err.Error()
+			}
 			ok = false
 		} else {
 			res[ch.Name] = "ok"

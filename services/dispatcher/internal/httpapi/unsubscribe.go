@@ -89,6 +89,6 @@ func (s *Server) renderPage(c echo.Context, code int, d optout.PageData) error {
 		return err
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
-	c.Response().Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+	frameDeny(c.Response().Header(), "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
 	return c.HTML(code, b.String())
 }
