@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -850,4 +851,41 @@ func compareSchemas(at string, js map[string]any, o *openapi3.Schema) []string {
 	}
 	sort.Strings(diffs)
 	return diffs
+}
+
+// TestAPIDoc: docs/api.md's index has one row per operation of the spec,
+// with the scope it documents, and no other.
+func TestAPIDoc(t *testing.T) {
+	doc := loadSpec(t)
+	b, err := os.ReadFile("../../../../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([A-Z]+ /[^`]*)` \\| ([a-z]+) \\| .* \\|$").FindAllStringSubmatch(string(b), -1) {
+		rows[m[1]] = m[2]
+	}
+	if len(rows) == 0 {
+		t.Fatal("docs/api.md has no operation rows")
+	}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			key := method + " " + path
+			want := scopeOf(op)
+			if want == "" {
+				want = "public"
+			}
+			got, ok := rows[key]
+			switch {
+			case !ok:
+				t.Errorf("docs/api.md lacks %s", key)
+			case got != want:
+				t.Errorf("docs/api.md gives %s scope %s; the spec says %s", key, got, want)
+			}
+			delete(rows, key)
+		}
+	}
+	for key := range rows {
+		t.Errorf("docs/api.md lists %s, which the spec does not", key)
+	}
 }
