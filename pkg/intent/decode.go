@@ -168,6 +168,9 @@ func Decode(b []byte) (Intent, error) {
 	if !utf8.Valid(b) {
 		return Intent{}, invalid("", CodeInvalidUTF8, fmt.Sprintf("value is not valid UTF-8 (byte %d)", firstInvalidUTF8(b)))
 	}
+	if i := LoneSurrogate(b); i >= 0 {
+		return Intent{}, invalid("", CodeInvalidUTF8, fmt.Sprintf("a \\u escape at byte %d is half of a surrogate pair", i))
+	}
 	if b[start] != '{' {
 		return Intent{}, invalid("", CodeWrongType, "must be a JSON object")
 	}

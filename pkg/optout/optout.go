@@ -41,7 +41,25 @@ type OptOut struct {
 	At       time.Time `json:"at"`
 	// Removed: the debtor opted back in (START) or the bank lifted it.
 	Removed bool `json:"removed,omitempty"`
+	// Actor is who made the change: "debtor" (the link, an SMS reply), or
+	// "api-key:<id>" for a change through the API (the key's id, never the
+	// key). Empty on records written before actors were recorded.
+	Actor string `json:"actor,omitempty"`
 }
+
+// ByDebtor reports whether the debtor made this opt-out themself (the link,
+// an SMS reply, or a provider reporting their unsubscribe): lifting one
+// needs more than the bank's say-so.
+func (o OptOut) ByDebtor() bool {
+	switch o.Source {
+	case SourceLink, SourceSMSKeyword, SourceProvider:
+		return true
+	}
+	return false
+}
+
+// ActorDebtor is the Actor of a change the debtor made.
+const ActorDebtor = "debtor"
 
 // Key is the record's key on reminders.optouts.
 func (o OptOut) Key() string { return o.DebtorID + "/" + o.Channel }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -15,30 +16,39 @@ import (
 // environment in exactly one place, configFromEnv; everything else receives
 // the parts it needs.
 type Config struct {
-	Brokers        []string          // DISPATCHER_KAFKA_BROKERS
-	RedisURL       string            // DISPATCHER_REDIS_URL or REDIS_URL
-	RedisPrefix    string            // DISPATCHER_REDIS_PREFIX
-	HTTPAddr       string            // DISPATCHER_HTTP_ADDR
-	PublicBaseURL  string            // DISPATCHER_PUBLIC_BASE_URL
-	Group          string            // DISPATCHER_GROUP
-	SessionTimeout time.Duration     // DISPATCHER_KAFKA_SESSION_TIMEOUT
-	StatusTTL      time.Duration     // DISPATCHER_STATUS_TTL
-	SendTimeout    time.Duration     // DISPATCHER_SEND_TIMEOUT
-	ConfigDir      string            // DISPATCHER_CONFIG_DIR: overrides the configs built into the binary
-	Profile        string            // DISPATCHER_PROFILE: policy profile name or file
-	LogLevel       slog.Level        // DISPATCHER_LOG_LEVEL
-	LogFormat      string            // DISPATCHER_LOG_FORMAT: json or text
-	Providers      map[string]string // channel → provider name
-	Twilio         TwilioConfig
-	SMTP           SMTPConfig
-	WeChat         WeChatConfig
-	Rates          map[string]Rate // channel → shared send rate
-	Breaker        BreakerConfig
-	RetryBase      time.Duration // DISPATCHER_RETRY_BASE
-	RetryMax       time.Duration // DISPATCHER_RETRY_MAX
-	RetryLimit     int           // DISPATCHER_RETRY_LIMIT
-	APIKeys        string        // DISPATCHER_API_KEYS: scope:sha256hex,…
-	OptOutKeys     string        // DISPATCHER_OPTOUT_KEYS: kid:secret,… (the first signs)
+	Brokers     []string // DISPATCHER_KAFKA_BROKERS
+	RedisURL    string   // DISPATCHER_REDIS_URL or REDIS_URL
+	RedisPrefix string   // DISPATCHER_REDIS_PREFIX
+	HTTPAddr    string   // DISPATCHER_HTTP_ADDR
+	// HTTP server timeouts: DISPATCHER_HTTP_READ_TIMEOUT, _WRITE_TIMEOUT,
+	// _IDLE_TIMEOUT.
+	HTTPReadTimeout, HTTPWriteTimeout, HTTPIdleTimeout time.Duration
+	// TrustedProxies: DISPATCHER_TRUSTED_PROXIES, CIDRs of the proxies
+	// whose X-Forwarded-For names the client.
+	TrustedProxies []*net.IPNet
+	// PublicConnsPerIP: DISPATCHER_PUBLIC_CONNS_PER_IP, one client's
+	// requests in flight on /u and the webhooks.
+	PublicConnsPerIP int
+	PublicBaseURL    string            // DISPATCHER_PUBLIC_BASE_URL
+	Group            string            // DISPATCHER_GROUP
+	SessionTimeout   time.Duration     // DISPATCHER_KAFKA_SESSION_TIMEOUT
+	StatusTTL        time.Duration     // DISPATCHER_STATUS_TTL
+	SendTimeout      time.Duration     // DISPATCHER_SEND_TIMEOUT
+	ConfigDir        string            // DISPATCHER_CONFIG_DIR: overrides the configs built into the binary
+	Profile          string            // DISPATCHER_PROFILE: policy profile name or file
+	LogLevel         slog.Level        // DISPATCHER_LOG_LEVEL
+	LogFormat        string            // DISPATCHER_LOG_FORMAT: json or text
+	Providers        map[string]string // channel → provider name
+	Twilio           TwilioConfig
+	SMTP             SMTPConfig
+	WeChat           WeChatConfig
+	Rates            map[string]Rate // channel → shared send rate
+	Breaker          BreakerConfig
+	RetryBase        time.Duration // DISPATCHER_RETRY_BASE
+	RetryMax         time.Duration // DISPATCHER_RETRY_MAX
+	RetryLimit       int           // DISPATCHER_RETRY_LIMIT
+	APIKeys          string        // DISPATCHER_API_KEYS: scope:sha256hex,…
+	OptOutKeys       string        // DISPATCHER_OPTOUT_KEYS: kid:secret,… (the first signs)
 	// SandboxJournal: DISPATCHER_SANDBOX_JOURNAL, a file where the sandbox
 	// appends every send and which it reads back at start.
 	SandboxJournal string
@@ -84,6 +94,11 @@ var envVars = [][2]string{
 	{"DISPATCHER_REDIS_URL", "redis:// URL, or several comma-separated host:port for a cluster (also REDIS_URL; dev: in-process Redis)"},
 	{"DISPATCHER_REDIS_PREFIX", "prefix of every Redis key (default dsp:)"},
 	{"DISPATCHER_HTTP_ADDR", "API listen address (default :8080)"},
+	{"DISPATCHER_HTTP_READ_TIMEOUT", "longest a client may take to send a request, body included (default 15s)"},
+	{"DISPATCHER_HTTP_WRITE_TIMEOUT", "longest the server takes to answer one request (default 30s)"},
+	{"DISPATCHER_HTTP_IDLE_TIMEOUT", "an idle keep-alive connection is closed after this (default 60s)"},
+	{"DISPATCHER_TRUSTED_PROXIES", "CIDRs of the proxies whose X-Forwarded-For names the client, e.g. 10.0.0.0/8 (default none: the socket's address)"},
+	{"DISPATCHER_PUBLIC_CONNS_PER_IP", "requests one client may have in flight on /u and the webhooks (default 10)"},
 	{"DISPATCHER_PUBLIC_BASE_URL", "base of links and webhook URLs as the outside sees them (default http://localhost:8080)"},
 	{"DISPATCHER_GROUP", "consumer group (default dispatcher)"},
 	{"DISPATCHER_KAFKA_SESSION_TIMEOUT", "consumer session timeout: how soon a dead worker's partitions move (default 10s)"},
@@ -96,7 +111,7 @@ var envVars = [][2]string{
 	{"DISPATCHER_SANDBOX_JOURNAL", "file where the sandbox appends each send (JSON lines) and remembers sent ids across restarts"},
 	{"DISPATCHER_SANDBOX_LATENCY", "how long each sandbox send takes, like a provider's round trip (default 0)"},
 	{"DISPATCHER_SANDBOX_FORGETFUL", "true: the sandbox does not remember sent ids (benchmarks of millions)"},
-	{"DISPATCHER_API_KEYS", "API keys as scope:sha256hex,… (scopes read, write, admin); dev: a key kept in the data dir and printed"},
+	{"DISPATCHER_API_KEYS", "API keys as scope:sha256hex[:id],… (scopes read < write < compliance < admin; id names the key as an actor, default the hash's first 12 hex digits); dev: an admin key kept in the data dir and printed"},
 	{"DISPATCHER_OPTOUT_KEYS", "opt-out link keys kid:secret,…; the first signs, all verify (rotation); dev: kept in the data dir"},
 	{"DISPATCHER_SMS_PROVIDER", "sandbox (default) or twilio"},
 	{"DISPATCHER_VOICE_PROVIDER", "sandbox (default) or twilio"},
@@ -120,17 +135,21 @@ var envVars = [][2]string{
 
 func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	c := Config{
-		RedisPrefix:    "dsp:",
-		HTTPAddr:       ":8080",
-		PublicBaseURL:  "http://localhost:8080",
-		Group:          "dispatcher",
-		SessionTimeout: 10 * time.Second,
-		Profile:        "cn-bank",
-		StatusTTL:      90 * 24 * time.Hour,
-		SendTimeout:    10 * time.Second,
-		LogLevel:       slog.LevelInfo,
-		LogFormat:      "json",
-		Providers:      map[string]string{},
+		RedisPrefix:      "dsp:",
+		HTTPAddr:         ":8080",
+		HTTPReadTimeout:  15 * time.Second,
+		HTTPWriteTimeout: 30 * time.Second,
+		HTTPIdleTimeout:  60 * time.Second,
+		PublicConnsPerIP: 10,
+		PublicBaseURL:    "http://localhost:8080",
+		Group:            "dispatcher",
+		SessionTimeout:   10 * time.Second,
+		Profile:          "cn-bank",
+		StatusTTL:        90 * 24 * time.Hour,
+		SendTimeout:      10 * time.Second,
+		LogLevel:         slog.LevelInfo,
+		LogFormat:        "json",
+		Providers:        map[string]string{},
 	}
 	if dev {
 		c.LogFormat = "text"
@@ -169,6 +188,27 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	str("DISPATCHER_LOG_FORMAT", &c.LogFormat)
 	str("DISPATCHER_SANDBOX_JOURNAL", &c.SandboxJournal)
 	dur("DISPATCHER_STATUS_TTL", &c.StatusTTL)
+	dur("DISPATCHER_HTTP_READ_TIMEOUT", &c.HTTPReadTimeout)
+	dur("DISPATCHER_HTTP_WRITE_TIMEOUT", &c.HTTPWriteTimeout)
+	dur("DISPATCHER_HTTP_IDLE_TIMEOUT", &c.HTTPIdleTimeout)
+	for _, v := range strings.Split(getenv("DISPATCHER_TRUSTED_PROXIES"), ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		_, n, err := net.ParseCIDR(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DISPATCHER_TRUSTED_PROXIES: %q is not a CIDR like 10.0.0.0/8", v))
+			continue
+		}
+		c.TrustedProxies = append(c.TrustedProxies, n)
+	}
+	if v := strings.TrimSpace(getenv("DISPATCHER_PUBLIC_CONNS_PER_IP")); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("DISPATCHER_PUBLIC_CONNS_PER_IP: %q is not a positive number", v))
+		} else {
+			c.PublicConnsPerIP = n
+		}
+	}
 	dur("DISPATCHER_SEND_TIMEOUT", &c.SendTimeout)
 	dur("DISPATCHER_KAFKA_SESSION_TIMEOUT", &c.SessionTimeout)
 	dur("DISPATCHER_SANDBOX_LATENCY", &c.SandboxLatency)

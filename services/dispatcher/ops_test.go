@@ -122,9 +122,9 @@ func signedPost(t *testing.T, base, path string, form url.Values) *http.Response
 }
 
 // TestOpsPage: after a run with sends, deferrals, failures and DLQ records,
-// headless Chromium signs in to /ops, reads the funnel and a breaker state,
-// opens an intent's timeline through the search box, and saves a
-// screenshot.
+// headless Chromium signs in to /ops (the POST form; the cookie holds a
+// session id), reads the funnel and a breaker state, opens an intent's
+// timeline through the search box, saves a screenshot and signs out.
 func TestOpsPage(t *testing.T) {
 	browser := testenv.Browser(t)
 	h := newHarness(t, 3)
@@ -207,4 +207,13 @@ func TestOpsPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot %s (%d bytes)", shot, len(png))
+	// Signing out ends the session: the page asks for a key again.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("logout")),
+		chromedp.WaitVisible(chromedp.ID("key")),
+		chromedp.Navigate(svc.base+"/ops"),
+		chromedp.WaitVisible(chromedp.ID("key")),
+	); err != nil {
+		t.Fatalf("sign out: %v", err)
+	}
 }

@@ -189,7 +189,8 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		Previewer: worker.NewPreviewer(s.store, cat, s.Profile),
 		OptOuts:   recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
 		PublicBaseURL: cfg.PublicBaseURL, TwilioAuthToken: cfg.Twilio.AuthToken, AllowUnsigned: roles.Dev,
-		APIKeys: apiKeys, OpsRec: s.ops, OpsData: opsView{rdb: rdb, prefix: cfg.RedisPrefix},
+		APIKeys: apiKeys, TrustedProxies: cfg.TrustedProxies, PublicConnsPerIP: cfg.PublicConnsPerIP,
+		OpsRec: s.ops, Sessions: s.store, OpsData: opsView{rdb: rdb, prefix: cfg.RedisPrefix},
 		Ready: []httpapi.Check{{Name: "redis", Ping: s.store.Ping}, {Name: "kafka", Ping: s.kc.Ping},
 			{Name: "state", Ping: s.stateReady}},
 		OpsOnly: !roles.API,
@@ -203,7 +204,9 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	if s.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
-	s.http = &http.Server{Handler: s.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.http = s.api.HTTPServer(httpapi.HTTPConfig{
+		ReadTimeout: cfg.HTTPReadTimeout, WriteTimeout: cfg.HTTPWriteTimeout, IdleTimeout: cfg.HTTPIdleTimeout,
+	})
 	ok = true
 	return s, nil
 }

@@ -1,12 +1,14 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"regexp"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -70,6 +72,9 @@ func (s *Server) getContacts(c echo.Context) error {
 		return badField("id", "invalid_format", "a debtor id is 1-128 of A-Z a-z 0-9 . _ : -")
 	}
 	in := intent.Intent{DebtorID: id, DebtID: c.QueryParam("debt_id"), Timezone: c.QueryParam("timezone")}
+	if in.DebtID != "" && !debtorIDPattern.MatchString(in.DebtID) {
+		return badField("debt_id", "invalid_format", "a debt id is 1-128 of A-Z a-z 0-9 . _ : -")
+	}
 	if in.Timezone != "" {
 		if _, err := time.LoadLocation(in.Timezone); err != nil || in.Timezone == "Local" {
 			return badField("timezone", "unknown", "not an IANA time zone")
@@ -161,14 +166,15 @@ func (s *Server) postConversation(c echo.Context) error {
 		return badField("id", "invalid_format", "a debtor id is 1-128 of A-Z a-z 0-9 . _ : -")
 	}
 	var b conversation
-	dec := json.NewDecoder(io.LimitReader(c.Request().Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		return badField("", "malformed_json", "body must be {\"debt_id\", \"channel\", \"at\"}")
+	if err := decodeBody(c, &b); err != nil {
+		return err
 	}
 	var fields []intent.FieldError
-	if b.DebtID == "" || len(b.DebtID) > 128 {
+	switch {
+	case b.DebtID == "":
 		fields = append(fields, intent.FieldError{Field: "debt_id", Code: "required", Message: "the debt the conversation was about"})
+	case !debtorIDPattern.MatchString(b.DebtID):
+		fields = append(fields, intent.FieldError{Field: "debt_id", Code: "invalid_format", Message: "a debt id is 1-128 of A-Z a-z 0-9 . _ : -"})
 	}
 	if b.Channel == "" {
 		b.Channel = string(intent.Voice)
@@ -192,6 +198,31 @@ func (s *Server) postConversation(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusCreated, map[string]any{"debtor_id": id, "debt_id": b.DebtID, "channel": b.Channel, "at": b.At.UTC()})
+}
+
+// decodeBody decodes a small JSON body (at most 4 KiB, no unknown fields,
+// valid UTF-8 without lone surrogate escapes) into v; an empty body leaves
+// v as it is.
+func decodeBody(c echo.Context, v any) error {
+	b, err := io.ReadAll(io.LimitReader(c.Request().Body, 4097))
+	if err != nil {
+		return badField("", "malformed_json", "cannot read the body")
+	}
+	if len(b) > 4096 {
+		return badField("", intent.CodeTooLarge, "the body is over 4 KiB")
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	if !utf8.Valid(b) || intent.LoneSurrogate(b) >= 0 {
+		return badField("", intent.CodeInvalidUTF8, "the body is not valid UTF-8 (or has a lone surrogate escape)")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badField("", intent.CodeMalformedJSON, "the body is not the JSON object this operation takes")
+	}
+	return nil
 }
 
 func badField(field, code, msg string) error {

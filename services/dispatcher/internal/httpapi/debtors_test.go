@@ -46,13 +46,14 @@ func newServer(t *testing.T, profile string, now time.Time) (*Server, *store.Sto
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiKeys, err := ParseAPIKeys("admin:" + HashAPIKey(adminKey) + ",read:" + HashAPIKey(readKey) + ",write:" + HashAPIKey(writeKey))
+	apiKeys, err := ParseAPIKeys("admin:" + HashAPIKey(adminKey) + ",read:" + HashAPIKey(readKey) + ",write:" + HashAPIKey(writeKey) + ":intake" +
+		",compliance:" + HashAPIKey(complianceKey))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s, err := New(Deps{Publisher: nopPublisher{}, Store: st, Contacts: st, Templates: cat, Profile: prof,
 		OptOuts: &optout.Recorder{Topic: "reminders.optouts", Pub: nopPublisher{}, Hot: st}, OptOutReader: st,
-		OptOutKeys: keys, Webhooks: st, Resolver: st, APIKeys: apiKeys, PublicBaseURL: "https://collect.bank.example",
+		OptOutKeys: keys, Webhooks: st, Resolver: st, Sessions: st, APIKeys: apiKeys, PublicBaseURL: "https://collect.bank.example",
 		TwilioAuthToken: twilioToken, PublicRate: 1000,
 		Now: func() time.Time { return now }})
 	if err != nil {
@@ -65,6 +66,7 @@ const (
 	adminKey       = "admin-key-for-tests"
 	readKey        = "read-key-for-tests"
 	writeKey       = "write-key-for-tests"
+	complianceKey  = "compliance-key-for-tests"
 	testOptOutKeys = "k2:new-secret-0123456789abcdef,k1:old-secret-0123456789abcdef"
 	twilioToken    = "twilio-auth-token-test"
 )

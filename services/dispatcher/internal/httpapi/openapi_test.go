@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -245,7 +246,7 @@ func authenticate(_ context.Context, in *openapi3filter.AuthenticationInput) err
 	return fmt.Errorf("unknown security scheme %q", in.SecuritySchemeName)
 }
 
-var scopeKeys = map[string]string{ScopeRead: readKey, ScopeWrite: writeKey, ScopeAdmin: adminKey}
+var scopeKeys = map[string]string{ScopeRead: readKey, ScopeWrite: writeKey, ScopeCompliance: complianceKey, ScopeAdmin: adminKey}
 
 func (c specCase) request(key string) *http.Request {
 	var req *http.Request
@@ -451,8 +452,19 @@ func twilioForm(path string, form url.Values) (body string, header map[string]st
 	return form.Encode(), map[string]string{"X-Twilio-Signature": twilioSign(twilioToken, twilioBase+path, form)}
 }
 
+// specSession starts an ops session for the read key and returns its id.
+func specSession(s *Server) string {
+	id := "spec-session-" + strconv.Itoa(int(time.Now().UnixNano()))
+	b, _ := json.Marshal(opsSession{KeyID: HashAPIKey(readKey)[:12], Scope: ScopeRead, Expires: now.Add(time.Hour)})
+	if err := s.Sessions.PutSession(context.Background(), sessionDigest(id), b, time.Hour); err != nil {
+		panic(err)
+	}
+	return id
+}
+
 func specCases(s *Server, sd seeded) []specCase {
 	const form = "application/x-www-form-urlencoded"
+	sameSite := map[string]string{"Origin": twilioBase}
 	statusPath := "/webhooks/twilio/status?debtor_id=D-SPEC&intent_id=I-D-SPEC"
 	delivered, deliveredSig := twilioForm(statusPath, url.Values{"MessageSid": {"SMD-SPEC"}, "MessageStatus": {"delivered"}})
 	call, callSig := twilioForm("/webhooks/twilio/status?debtor_id=D-SPEC&intent_id=I-CALL", url.Values{"CallSid": {"CA1"}, "CallStatus": {"completed"}, "AnsweredBy": {"human"}})
@@ -534,8 +546,12 @@ func specCases(s *Server, sd seeded) []specCase {
 		{name: "opt out of SMS again, no body", method: "PUT", path: "/v1/debtors/D-5/optouts/sms", code: 200},
 		{name: "opt out of a fax", method: "PUT", path: "/v1/debtors/D-5/optouts/fax", code: 400, badRequest: true},
 		{name: "opt out from a rumour", method: "PUT", path: "/v1/debtors/D-5/optouts/sms", body: `{"source":"rumour"}`, code: 400, badRequest: true},
-		{name: "dispute", method: "PUT", path: "/v1/debtors/D-5/optouts/dispute_open", code: 200, want: []string{`"do_not_contact":[{`}},
-		{name: "dispute settled", method: "DELETE", path: "/v1/debtors/D-5/optouts/dispute_open", code: 200, want: []string{`"do_not_contact":[]`}},
+		{name: "opt-out with a source only the service writes", method: "PUT", path: "/v1/debtors/D-5/optouts/sms", body: `{"source":"link"}`, code: 400, badRequest: true,
+			want: []string{`"code":"reserved"`}},
+		{name: "dispute", method: "PUT", path: "/v1/debtors/D-5/optouts/dispute_open", key: complianceKey, code: 200, want: []string{`"do_not_contact":[{`}},
+		{name: "dispute by a write key", method: "PUT", path: "/v1/debtors/D-5/optouts/dispute_open", code: 403},
+		{name: "dispute settled by a write key", method: "DELETE", path: "/v1/debtors/D-5/optouts/dispute_open", code: 403},
+		{name: "dispute settled", method: "DELETE", path: "/v1/debtors/D-5/optouts/dispute_open", key: complianceKey, code: 200, want: []string{`"do_not_contact":[]`}},
 		{name: "lift with a malformed body", method: "DELETE", path: "/v1/debtors/D-5/optouts/sms", body: `{"reason":`, code: 400, badRequest: true},
 		{name: "lift every opt-out", method: "DELETE", path: "/v1/debtors/D-5/optouts", code: 200, want: []string{`"stopped":[]`}},
 		{name: "opt out of everything", method: "PUT", path: "/v1/debtors/D-5/optouts", body: `{"reason":"complaint","source":"bank_request"}`, code: 200,
@@ -552,9 +568,15 @@ func specCases(s *Server, sd seeded) []specCase {
 		{name: "fault with a bad delay", method: "PUT", path: "/v1/sandbox/faults/email", body: `{"delay":"soon"}`, code: 400},
 		{name: "fault on a fax", method: "PUT", path: "/v1/sandbox/faults/fax", body: `{}`, code: 400, badRequest: true},
 		{name: "ops page", method: "GET", path: "/ops?intent=I-GATE", code: 200, want: []string{"I-GATE"}},
-		{name: "ops page by cookie", method: "GET", path: "/ops", key: noKey, header: map[string]string{"Cookie": opsCookie + "=" + readKey}, code: 200},
-		{name: "ops sign-in", method: "POST", path: "/ops/login", ctype: form, body: "key=" + readKey, code: 303},
-		{name: "ops sign-in with a wrong key", method: "POST", path: "/ops/login", ctype: form, body: "key=nope", code: 401},
+		{name: "ops page by session", method: "GET", path: "/ops", key: noKey, header: map[string]string{"Cookie": opsCookie + "=" + specSession(s)}, code: 200},
+		{name: "ops page with a key as the cookie", method: "GET", path: "/ops", key: noKey, header: map[string]string{"Cookie": opsCookie + "=" + readKey}, code: 401, badRequest: false},
+		{name: "ops sign-in", method: "POST", path: "/ops/login", ctype: form, body: "key=" + readKey, header: sameSite, code: 303},
+		{name: "ops sign-in with a wrong key", method: "POST", path: "/ops/login", ctype: form, body: "key=nope", header: sameSite, code: 401},
+		{name: "ops sign-in from another site", method: "POST", path: "/ops/login", ctype: form, body: "key=" + readKey, header: map[string]string{"Origin": "https://evil.example"}, code: 403},
+		{name: "ops sign-in too large", method: "POST", path: "/ops/login", ctype: form, body: "key=" + strings.Repeat("k", 5000), header: sameSite, code: 413},
+		{name: "ops sign-in as JSON", method: "POST", path: "/ops/login", body: `{"key":"x"}`, header: sameSite, code: 415, badRequest: true},
+		{name: "ops sign-out", method: "POST", path: "/ops/logout", header: map[string]string{"Origin": twilioBase, "Cookie": opsCookie + "=" + specSession(s)}, code: 303},
+		{name: "ops sign-out from another site", method: "POST", path: "/ops/logout", header: map[string]string{"Origin": "https://evil.example"}, code: 403},
 
 		// The opt-out link.
 		{name: "opt-out page", method: "GET", path: "/u/" + sd.token + "?lang=en", code: 200, want: []string{`id="confirm"`}},
@@ -593,7 +615,7 @@ func authCases(t *testing.T, doc *openapi3.T) []specCase {
 			}
 			scope := scopeOf(op)
 			if scopeRank[scope] == 0 {
-				t.Errorf("%s %s needs a key but documents no x-scope (read, write or admin)", method, path)
+				t.Errorf("%s %s needs a key but documents no x-scope (read, write, compliance or admin)", method, path)
 				continue
 			}
 			p := path
@@ -843,4 +865,41 @@ func compareSchemas(at string, js map[string]any, o *openapi3.Schema) []string {
 	}
 	sort.Strings(diffs)
 	return diffs
+}
+
+// TestAPIDoc: docs/api.md's index has one row per operation of the spec,
+// with the scope it documents, and no other.
+func TestAPIDoc(t *testing.T) {
+	doc := loadSpec(t)
+	b, err := os.ReadFile("../../../../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([A-Z]+ /[^`]*)` \\| ([a-z]+) \\| .* \\|$").FindAllStringSubmatch(string(b), -1) {
+		rows[m[1]] = m[2]
+	}
+	if len(rows) == 0 {
+		t.Fatal("docs/api.md has no operation rows")
+	}
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			key := method + " " + path
+			want := scopeOf(op)
+			if want == "" {
+				want = "public"
+			}
+			got, ok := rows[key]
+			switch {
+			case !ok:
+				t.Errorf("docs/api.md lacks %s", key)
+			case got != want:
+				t.Errorf("docs/api.md gives %s scope %s; the spec says %s", key, got, want)
+			}
+			delete(rows, key)
+		}
+	}
+	for key := range rows {
+		t.Errorf("docs/api.md lists %s, which the spec does not", key)
+	}
 }

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"sort"
@@ -112,40 +111,56 @@ func (s *Server) changeOptOut(c echo.Context, remove bool) error {
 		return badField("channel", "unknown", "sms, voice, email, wechat, all, cease_and_desist, attorney_represented or dispute_open")
 	}
 	var b optoutBody
-	if c.Request().ContentLength != 0 {
-		dec := json.NewDecoder(io.LimitReader(c.Request().Body, 4096))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&b); err != nil && err != io.EOF {
-			return badField("", "malformed_json", `body must be {"reason": "…", "source": "bank_request"}`)
-		}
+	if err := decodeBody(c, &b); err != nil {
+		return err
 	}
 	if b.Source == "" {
 		b.Source = optout.SourceBankRequest
 	}
-	if !slices.Contains([]string{optout.SourceLink, optout.SourceSMSKeyword, optout.SourceProvider, optout.SourceBankRequest}, b.Source) {
-		return badField("source", "unknown", "link, sms_keyword, provider or bank_request")
+	switch b.Source {
+	case optout.SourceBankRequest:
+	case optout.SourceLink, optout.SourceSMSKeyword, optout.SourceProvider:
+		// Where an opt-out came from is evidence: only the service writes
+		// these (the link page, SMS replies, provider reports).
+		return badField("source", "reserved", b.Source+" is recorded only by the service itself; the API records bank_request")
+	default:
+		return badField("source", "unknown", "bank_request (link, sms_keyword and provider are recorded by the service)")
 	}
 	if len(b.Reason) > 500 {
 		return badField("reason", "too_long", "at most 500 characters")
 	}
+	if strings.HasPrefix(field, optout.DNCPrefix) && !hasScope(c, ScopeCompliance) {
+		return echo.NewHTTPError(http.StatusForbidden, "legal do-not-contact states are set and lifted with a compliance key")
+	}
 	ctx := c.Request().Context()
 	fields := []string{field}
-	if remove && c.Param("channel") == "" {
-		// DELETE …/optouts lifts every channel opt-out (legal states stay:
-		// they are lifted one by one, by name).
+	if remove {
 		h, err := s.OptOutReader.OptOutsOf(ctx, id)
 		if err != nil {
 			return err
 		}
-		fields = fields[:0]
-		for f := range h {
-			if !strings.HasPrefix(f, optout.DNCPrefix) {
-				fields = append(fields, f)
+		if c.Param("channel") == "" {
+			// DELETE …/optouts lifts every channel opt-out (legal states
+			// stay: they are lifted one by one, by name).
+			fields = fields[:0]
+			for f := range h {
+				if !strings.HasPrefix(f, optout.DNCPrefix) {
+					fields = append(fields, f)
+				}
+			}
+		}
+		// An opt-out the debtor made is lifted only by compliance; nothing
+		// is changed if any of them is.
+		for _, f := range fields {
+			var was optout.OptOut
+			if raw, ok := h[f]; ok && json.Unmarshal([]byte(raw), &was) == nil && was.ByDebtor() && !hasScope(c, ScopeCompliance) {
+				return echo.NewHTTPError(http.StatusForbidden, "the debtor opted out of "+f+" themself ("+was.Source+"); lifting it needs a compliance key")
 			}
 		}
 	}
 	for _, f := range fields {
-		o := optout.OptOut{DebtorID: id, Channel: f, Source: b.Source, Reason: b.Reason, At: s.Now().UTC().Truncate(time.Millisecond), Removed: remove}
+		o := optout.OptOut{DebtorID: id, Channel: f, Source: b.Source, Reason: b.Reason, At: s.Now().UTC().Truncate(time.Millisecond), Removed: remove,
+			Actor: Actor(c)}
 		if err := s.OptOuts.Record(ctx, o); err != nil {
 			return err
 		}

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -18,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
-	"golang.org/x/time/rate"
 
 	"github.com/contactd/dispatcher/pkg/channel"
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
@@ -59,6 +60,7 @@ type Deps struct {
 	Ops       Ops
 	OpsData   OpsData           // what the ops page shows (nil: nothing yet)
 	OpsRec    *opsdata.Recorder // counts the API's own decisions (callbacks)
+	Sessions  Sessions          // the ops page's sign-in sessions
 	Resolver  Resolver
 	Topics    kafkaio.Topics
 	Ready     []Check
@@ -80,6 +82,12 @@ type Deps struct {
 	// the webhooks (default 5/s, burst 20).
 	APIKeys    []APIKey
 	PublicRate float64
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed;
+	// without them a client is its socket's address.
+	TrustedProxies []*net.IPNet
+	// PublicConnsPerIP caps one client's requests in flight on the public
+	// routes (default 10).
+	PublicConnsPerIP int
 	// OpsOnly serves only /healthz, /readyz and /metrics (a worker process).
 	OpsOnly bool
 	Log     *slog.Logger
@@ -89,14 +97,17 @@ type Deps struct {
 // Server is the HTTP API.
 type Server struct {
 	Deps
-	e *echo.Echo
+	e      *echo.Echo
+	public *ipLimiter // per-client rate on /u and the webhooks
+	login  *ipLimiter // per-client sign-in attempts on /ops/login
+	conns  *connLimit // per-client requests in flight there
 }
 
 // New builds the routes.
 func New(d Deps) (*Server, error) {
 	if !d.OpsOnly && (d.Publisher == nil || d.Store == nil || d.Templates == nil || d.Profile == nil || d.Contacts == nil ||
-		d.OptOuts == nil || d.OptOutReader == nil || d.Webhooks == nil || d.Resolver == nil) {
-		return nil, errors.New("httpapi: publisher, store, contacts, opt-outs, webhooks, templates and profile are required")
+		d.OptOuts == nil || d.OptOutReader == nil || d.Webhooks == nil || d.Resolver == nil || d.Sessions == nil) {
+		return nil, errors.New("httpapi: publisher, store, contacts, opt-outs, webhooks, sessions, templates and profile are required")
 	}
 	if d.Now == nil {
 		d.Now = time.Now
@@ -107,8 +118,20 @@ func New(d Deps) (*Server, error) {
 	if d.Topics == (kafkaio.Topics{}) {
 		d.Topics = kafkaio.DefaultTopics
 	}
-	s := &Server{Deps: d, e: echo.New()}
+	if d.PublicRate == 0 {
+		d.PublicRate = 5
+	}
+	if d.PublicConnsPerIP == 0 {
+		d.PublicConnsPerIP = DefaultPublicConnsPerIP
+	}
+	s := &Server{Deps: d, e: echo.New(),
+		public: newIPLimiter(d.PublicRate, int(4*d.PublicRate), limiterEntries),
+		// Sign-in: 5 at once, then one every 5 s.
+		login: newIPLimiter(0.2, 5, limiterEntries),
+		conns: &connLimit{max: d.PublicConnsPerIP, active: map[netip.Addr]int{}},
+	}
 	s.e.HideBanner, s.e.HidePort = true, true
+	s.e.IPExtractor = ipExtractor(d.TrustedProxies)
 	s.e.HTTPErrorHandler = s.errorHandler
 	s.e.Use(middleware.Recover())
 	s.e.Use(middleware.RequestID())
@@ -142,25 +165,18 @@ func New(d Deps) (*Server, error) {
 	}
 
 	s.e.GET("/ops", s.getOpsPage, s.opsAuth)
-	s.e.POST("/ops/login", s.postOpsLogin)
+	s.e.POST("/ops/login", s.postOpsLogin, s.limit(s.login), s.sameOrigin)
+	s.e.POST("/ops/logout", s.postOpsLogout, s.sameOrigin)
 
-	// Public routes: signed, and rate-limited per client IP.
-	perSec := d.PublicRate
-	if perSec == 0 {
-		perSec = 5
-	}
-	limit := middleware.RateLimiterWithConfig(middleware.RateLimiterConfig{
-		Store: middleware.NewRateLimiterMemoryStoreWithConfig(middleware.RateLimiterMemoryStoreConfig{
-			Rate: rate.Limit(perSec), Burst: int(4 * perSec), ExpiresIn: 3 * time.Minute,
-		}),
-		IdentifierExtractor: func(c echo.Context) (string, error) { return c.RealIP(), nil },
-	})
+	// Public routes: signed, rate-limited per client and capped in the
+	// requests one client has in flight.
+	limit := []echo.MiddlewareFunc{s.limit(s.public), s.holdLimit(s.conns)}
 	if d.OptOutKeys != nil {
-		s.e.GET("/u/:token", s.getUnsubscribe, limit)
-		s.e.POST("/u/:token", s.postUnsubscribe, limit)
+		s.e.GET("/u/:token", s.getUnsubscribe, limit...)
+		s.e.POST("/u/:token", s.postUnsubscribe, limit...)
 	}
-	s.e.POST("/webhooks/twilio/status", s.postStatus, limit, s.twilioSigned)
-	s.e.POST("/webhooks/twilio/inbound", s.postInbound, limit, s.twilioSigned)
+	s.e.POST("/webhooks/twilio/status", s.postStatus, append(limit, s.twilioSigned)...)
+	s.e.POST("/webhooks/twilio/inbound", s.postInbound, append(limit, s.twilioSigned)...)
 	return s, nil
 }
 
@@ -227,11 +243,17 @@ func (s *Server) healthz(c echo.Context) error {
 func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
+	// The errors name hosts and ports: only for a caller with a key.
+	token, _ := bearer(c.Request())
+	_, detail := s.lookup(token)
 	res := map[string]string{}
 	ok := true
 	for _, ch := range s.Ready {
 		if err := ch.Ping(ctx); err != nil {
-			res[ch.Name] = "unreachable: " + err.Error()
+			res[ch.Name] = "unreachable"
+			if detail {
+				res[ch.Name] += ": " + err.Error()
+			}
 			ok = false
 		} else {
 			res[ch.Name] = "ok"

@@ -65,7 +65,7 @@ func (s *Server) unsubscribePage(c echo.Context, confirm bool) error {
 		d.State = "confirm"
 	default:
 		if !already {
-			o := optout.OptOut{DebtorID: claims.DebtorID, Channel: claims.Channel, Source: optout.SourceLink, At: s.Now().UTC()}
+			o := optout.OptOut{DebtorID: claims.DebtorID, Channel: claims.Channel, Source: optout.SourceLink, At: s.Now().UTC(), Actor: optout.ActorDebtor}
 			if oneClick {
 				o.Reason = "one-click unsubscribe"
 			} else {
@@ -89,6 +89,6 @@ func (s *Server) renderPage(c echo.Context, code int, d optout.PageData) error {
 		return err
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
-	c.Response().Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
+	frameDeny(c.Response().Header(), "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
 	return c.HTML(code, b.String())
 }

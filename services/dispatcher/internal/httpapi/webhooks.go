@@ -102,7 +102,7 @@ func (s *Server) postInbound(c echo.Context) error {
 	}
 	now := s.Now().UTC()
 	for _, d := range debtors {
-		o := optout.OptOut{DebtorID: d, Channel: string(intent.SMS), Source: optout.SourceSMSKeyword, Reason: "reply " + kw.String(), At: now}
+		o := optout.OptOut{DebtorID: d, Channel: string(intent.SMS), Source: optout.SourceSMSKeyword, Reason: "reply " + kw.String(), At: now, Actor: optout.ActorDebtor}
 		if kw == optout.KeywordStart {
 			o.Removed = true
 		}
