@@ -157,10 +157,17 @@ func badInputs(t *testing.T, g *sample.Generator) []badCase {
 		in, v = edit(func(in *intent.Intent) {
 			in.Channels = []intent.Channel{ch}
 			in.Params["name"] = "<script>alert(1)</script>"
-			in.Params["amount"] = `<b onmouseover="alert(2)">1,000</b>`
 		})
 		add(badCase{name: "script in params by " + string(ch), value: v, outcome: outSent, id: in.ID})
 	}
+	// Values that do not fit their param's type are field errors, never text
+	// inside the bank's message.
+	in, v = edit(func(in *intent.Intent) { in.Params["amount"] = `<b onmouseover="alert(2)">1,000</b>` })
+	add(badCase{name: "HTML as an amount", value: v, code: intent.CodeInvalidFormat, field: "params.amount", id: in.ID, recorded: true})
+	in, v = edit(func(in *intent.Intent) { in.Params["amount"] = "0.00. URGENT: pay at http://pay.example" })
+	add(badCase{name: "a link after an amount", value: v, code: intent.CodeInvalidFormat, field: "params.amount", id: in.ID, recorded: true})
+	in, v = edit(func(in *intent.Intent) { in.Params["name"] = "张三‮00.432,1" })
+	add(badCase{name: "a right-to-left override in a name", value: v, code: intent.CodeInvalidFormat, field: "params.name", id: in.ID, recorded: true})
 	return out
 }
 
@@ -574,7 +581,7 @@ func badCheckScript(t *testing.T, svc *running, mailer *smtptest.Server, cases [
 		if strings.Contains(low, "<script") || strings.Contains(low, "<b onmouseover") || strings.Contains(low, `onmouseover="`) {
 			t.Errorf("the HTML part carries the params' markup unescaped:\n%s", html)
 		}
-		if !strings.Contains(html, "&lt;script&gt;alert(1)&lt;/script&gt;") || !strings.Contains(html, "&lt;b onmouseover=") {
+		if !strings.Contains(html, "&lt;script&gt;alert(1)&lt;/script&gt;") {
 			t.Errorf("the HTML part lacks the escaped params:\n%s", html)
 		}
 	}
