@@ -26,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/contactd/dispatcher/pkg/channel"
+	"github.com/contactd/dispatcher/pkg/channel/sandbox"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/store"
@@ -54,9 +55,19 @@ type benchResult struct {
 	KafkaCeiling float64 `json:"ceiling_kafka_consumer_per_second"`
 	GateCeiling  float64 `json:"ceiling_gate_pipelined_per_second"`
 	OfCeiling    float64 `json:"ratio_to_lower_ceiling"`
-	PeakRSSMB    float64 `json:"peak_rss_mb"`
-	AllocsPer    float64 `json:"allocs_per_intent"`
-	BytesPer     float64 `json:"alloc_bytes_per_intent"`
+	// The provider side: the sandbox's latency, the most sends seen in
+	// progress at once, and the ceiling min(gate ceiling, max in-flight ÷
+	// mean latency) with our ratio to it.
+	ProviderLatency   string  `json:"provider_latency"`
+	MeanLatencyMS     float64 `json:"provider_latency_mean_ms"`
+	InFlightPeak      int64   `json:"in_flight_peak"`
+	MaxInFlight       int     `json:"max_in_flight"`
+	InFlightCeiling   float64 `json:"ceiling_in_flight_per_second,omitempty"` // max in-flight ÷ mean latency; 0: no latency
+	ProviderCeiling   float64 `json:"ceiling_provider_per_second,omitempty"`  // min(gate, in-flight)
+	OfProviderCeiling float64 `json:"ratio_to_provider_ceiling,omitempty"`
+	PeakRSSMB         float64 `json:"peak_rss_mb"`
+	AllocsPer         float64 `json:"allocs_per_intent"`
+	BytesPer          float64 `json:"alloc_bytes_per_intent"`
 }
 
 // benchLatencies records produce-to-provider-call times.
@@ -116,11 +127,17 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	skipCeilings := fs.Bool("no-ceilings", false, "skip measuring the ceilings")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured part to this file (go tool pprof)")
+	providerLatency := fs.String("provider-latency", "0", "how long each provider call takes: a duration (200ms) or lognormal:P50:P99 (lognormal:150ms:800ms)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	latency, err := sandbox.ParseLatency(*providerLatency)
+	if err != nil {
+		return fmt.Errorf("--provider-latency: %w", err)
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	res := benchResult{Mode: "drain", Intents: *count, Profile: *profile, Partitions: *partitions}
+	res := benchResult{Mode: "drain", Intents: *count, Profile: *profile, Partitions: *partitions,
+		ProviderLatency: latency.String(), MeanLatencyMS: float64(latency.Mean().Microseconds()) / 1000, MaxInFlight: benchMaxInFlight(*partitions)}
 	if *rate > 0 {
 		res.Mode, res.OfferedRate = "rate", *rate
 	}
@@ -173,6 +190,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	cfg.APIKeys = "admin:" + httpapi.HashAPIKey(hex.EncodeToString(rnd[:]))
 	cfg.OptOutKeys = "bench:" + strings.Repeat(hex.EncodeToString(rnd[:]), 4)
 	cfg.SandboxForgetful = true
+	cfg.SandboxLatency = latency
 	cfg.Group = "bench-" + hex.EncodeToString(rnd[:])
 	defer cleanRedis(url, prefix)
 
@@ -303,6 +321,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		svc.Close()
 	}
 	res.PerSecond = float64(res.Intents) / res.Seconds
+	res.InFlightPeak = svc.Sandbox.InFlightPeak()
 	res.Sent, res.Other = decided()
 	res.P50MS, res.P95MS, res.P99MS = lat.percentiles()
 	res.AllocsPer = float64(ms1.Mallocs-ms0.Mallocs) / float64(max(res.Intents, 1))
@@ -319,6 +338,13 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			return fmt.Errorf("gate ceiling: %w", err)
 		}
 		res.OfCeiling = res.PerSecond / min(res.KafkaCeiling, res.GateCeiling)
+	}
+	if mean := latency.Mean(); mean > 0 {
+		res.InFlightCeiling = float64(res.MaxInFlight) / mean.Seconds()
+	}
+	res.ProviderCeiling = providerCeiling(res.GateCeiling, res.InFlightCeiling)
+	if res.ProviderCeiling > 0 {
+		res.OfProviderCeiling = res.PerSecond / res.ProviderCeiling
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -348,8 +374,36 @@ func printBench(w io.Writer, r benchResult) {
 		row("ceiling: gate script pipelined", fmt.Sprintf("%.0f intents/s", r.GateCeiling))
 		row("ours / lower ceiling", fmt.Sprintf("%.0f%%", 100*r.OfCeiling))
 	}
+	row("provider latency (mean)", fmt.Sprintf("%s (%.1f ms)", r.ProviderLatency, r.MeanLatencyMS))
+	row("in flight: peak / max", fmt.Sprintf("%d / %d", r.InFlightPeak, r.MaxInFlight))
+	if r.InFlightCeiling > 0 {
+		row("ceiling: max in-flight ÷ mean latency", fmt.Sprintf("%.0f intents/s", r.InFlightCeiling))
+	}
+	if r.ProviderCeiling > 0 {
+		row("ceiling: min(gate, in-flight)", fmt.Sprintf("%.0f intents/s", r.ProviderCeiling))
+		row("ours / that ceiling", fmt.Sprintf("%.0f%%", 100*r.OfProviderCeiling))
+	}
 	row("peak RSS", fmt.Sprintf("%.0f MB", r.PeakRSSMB))
 	row("allocations per intent", fmt.Sprintf("%.0f (%.1f KiB)", r.AllocsPer, r.BytesPer/1024))
+}
+
+// benchMaxInFlight is how many provider calls the worker may have in
+// progress at once: today one per lane, and a worker holds a lane per
+// partition. When the worker bounds its in-flight sends by configuration,
+// this returns that bound.
+func benchMaxInFlight(partitions int) int { return partitions }
+
+// providerCeiling is min(gate ceiling, in-flight ceiling), either of which
+// may be unknown (0): the gate's when ceilings were skipped, the in-flight
+// one when providers answer at once.
+func providerCeiling(gate, inFlight float64) float64 {
+	switch {
+	case gate <= 0:
+		return inFlight
+	case inFlight <= 0:
+		return gate
+	}
+	return min(gate, inFlight)
 }
 
 // benchIntents makes intents that are all in the allowed window now: each

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/contactd/dispatcher/pkg/channel/email"
+	"github.com/contactd/dispatcher/pkg/channel/sandbox"
 )
 
 // Config is the whole service's configuration. It is read from the
@@ -43,17 +46,23 @@ type Config struct {
 	SMTP             SMTPConfig
 	WeChat           WeChatConfig
 	Rates            map[string]Rate // channel → shared send rate
-	Breaker          BreakerConfig
-	RetryBase        time.Duration // DISPATCHER_RETRY_BASE
-	RetryMax         time.Duration // DISPATCHER_RETRY_MAX
-	RetryLimit       int           // DISPATCHER_RETRY_LIMIT
-	APIKeys          string        // DISPATCHER_API_KEYS: scope:sha256hex,…
-	OptOutKeys       string        // DISPATCHER_OPTOUT_KEYS: kid:secret,… (the first signs)
+	// Concurrency: DISPATCHER_<CHANNEL>_CONCURRENCY, channel → how many
+	// calls to its provider may be in progress at once from this process.
+	// An HTTP provider's keep-alive transport keeps that many connections;
+	// the worker's in-flight bound per provider is to take it too.
+	Concurrency map[string]int
+	Breaker     BreakerConfig
+	RetryBase   time.Duration // DISPATCHER_RETRY_BASE
+	RetryMax    time.Duration // DISPATCHER_RETRY_MAX
+	RetryLimit  int           // DISPATCHER_RETRY_LIMIT
+	APIKeys     string        // DISPATCHER_API_KEYS: scope:sha256hex,…
+	OptOutKeys  string        // DISPATCHER_OPTOUT_KEYS: kid:secret,… (the first signs)
 	// SandboxJournal: DISPATCHER_SANDBOX_JOURNAL, a file where the sandbox
 	// appends every send and which it reads back at start.
 	SandboxJournal string
-	// SandboxLatency: DISPATCHER_SANDBOX_LATENCY, how long each sandbox send takes.
-	SandboxLatency time.Duration
+	// SandboxLatency: DISPATCHER_SANDBOX_LATENCY, how long each sandbox
+	// send takes: a duration, or lognormal:P50:P99.
+	SandboxLatency sandbox.Latency
 	// SandboxForgetful: DISPATCHER_SANDBOX_FORGETFUL=true, the sandbox does
 	// not remember sent ids (a million ids make a large map: benchmarks).
 	SandboxForgetful bool
@@ -67,7 +76,13 @@ type TwilioConfig struct {
 // SMTPConfig is DISPATCHER_SMTP_*.
 type SMTPConfig struct {
 	Addr, Username, Password, From, TLS, DKIMKeyFile, DKIMSelector, DKIMDomain, UnsubscribeMailto string
+	PoolSize                                                                                      int // DISPATCHER_SMTP_POOL_SIZE: authenticated connections kept to the relay
+	MaxMessagesPerConn                                                                            int // DISPATCHER_SMTP_MAX_MESSAGES_PER_CONN: messages one connection carries
 }
+
+// DefaultConcurrency is a channel's DISPATCHER_<CHANNEL>_CONCURRENCY when
+// it is not set.
+const DefaultConcurrency = 64
 
 // WeChatConfig is DISPATCHER_WECHAT_*.
 type WeChatConfig struct {
@@ -109,7 +124,7 @@ var envVars = [][2]string{
 	{"DISPATCHER_LOG_LEVEL", "debug, info, warn or error (default info)"},
 	{"DISPATCHER_LOG_FORMAT", "json or text (default json; dev: text)"},
 	{"DISPATCHER_SANDBOX_JOURNAL", "file where the sandbox appends each send (JSON lines) and remembers sent ids across restarts"},
-	{"DISPATCHER_SANDBOX_LATENCY", "how long each sandbox send takes, like a provider's round trip (default 0)"},
+	{"DISPATCHER_SANDBOX_LATENCY", "how long each sandbox send takes, like a provider's round trip: 200ms, or lognormal:P50:P99 such as lognormal:150ms:800ms (default 0)"},
 	{"DISPATCHER_SANDBOX_FORGETFUL", "true: the sandbox does not remember sent ids (benchmarks of millions)"},
 	{"DISPATCHER_API_KEYS", "API keys as scope:sha256hex[:id],… (scopes read < write < compliance < admin; id names the key as an actor, default the hash's first 12 hex digits); dev: an admin key kept in the data dir and printed"},
 	{"DISPATCHER_OPTOUT_KEYS", "opt-out link keys kid:secret,…; the first signs, all verify (rotation); dev: kept in the data dir"},
@@ -125,10 +140,13 @@ var envVars = [][2]string{
 	{"DISPATCHER_SMTP_TLS", "starttls (default), tls, or none (dev mode only)"},
 	{"DISPATCHER_SMTP_DKIM_KEY_FILE, _DKIM_SELECTOR, _DKIM_DOMAIN", "DKIM signing key (PEM), selector, domain (default From's)"},
 	{"DISPATCHER_SMTP_UNSUBSCRIBE_MAILTO", "mailto address offered in List-Unsubscribe"},
+	{"DISPATCHER_SMTP_POOL_SIZE", "authenticated connections kept open to the relay, so messages sent at once (default 4)"},
+	{"DISPATCHER_SMTP_MAX_MESSAGES_PER_CONN", "messages one SMTP connection carries before a new one is opened (default 100)"},
 	{"DISPATCHER_WECHAT_APPID, _SECRET", "WeChat Official Account credentials"},
 	{"DISPATCHER_WECHAT_TEMPLATE_IDS", "our template → WeChat template_id: overdue_notice=TPL1,payment_due_soon=TPL2"},
 	{"DISPATCHER_WECHAT_BASE_URL, _LINK_URL", "API base (test servers only); link when a message has no opt-out link"},
 	{"DISPATCHER_SMS_RATE, _VOICE_RATE, _EMAIL_RATE, _WECHAT_RATE", "send rate shared by every replica: 1/s, 600/m (default unlimited)"},
+	{"DISPATCHER_SMS_CONCURRENCY, _VOICE_, _EMAIL_, _WECHAT_", "provider calls in progress at once from this process, per channel; an HTTP provider keeps as many keep-alive connections (default 64)"},
 	{"DISPATCHER_BREAKER_MIN_REQUESTS, _FAILURE_RATIO, _COOL_DOWN", "a provider's breaker opens at this share of failures over at least this many calls, for this long (10, 0.5, 30s)"},
 	{"DISPATCHER_RETRY_BASE, _RETRY_MAX, _RETRY_LIMIT", "retries of a failed send: first wait, longest wait, how many (30s, 30m, 8)"},
 }
@@ -211,7 +229,23 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	}
 	dur("DISPATCHER_SEND_TIMEOUT", &c.SendTimeout)
 	dur("DISPATCHER_KAFKA_SESSION_TIMEOUT", &c.SessionTimeout)
-	dur("DISPATCHER_SANDBOX_LATENCY", &c.SandboxLatency)
+	if v := strings.TrimSpace(getenv("DISPATCHER_SANDBOX_LATENCY")); v != "" {
+		l, err := sandbox.ParseLatency(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("DISPATCHER_SANDBOX_LATENCY: %w", err))
+		}
+		c.SandboxLatency = l
+	}
+	count := func(name string, dst *int) {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				errs = append(errs, fmt.Errorf("%s: %q is not a positive number", name, v))
+				return
+			}
+			*dst = n
+		}
+	}
 	c.SandboxForgetful = getenv("DISPATCHER_SANDBOX_FORGETFUL") == "true"
 	if v := getenv("DISPATCHER_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
@@ -220,7 +254,11 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	}
 	available := map[string][]string{"SMS": {"sandbox", "twilio"}, "VOICE": {"sandbox", "twilio"}, "EMAIL": {"sandbox", "smtp"}, "WECHAT": {"sandbox", "wechat"}}
 	c.Rates = map[string]Rate{}
+	c.Concurrency = map[string]int{}
 	for _, ch := range []string{"SMS", "VOICE", "EMAIL", "WECHAT"} {
+		n := DefaultConcurrency
+		count("DISPATCHER_"+ch+"_CONCURRENCY", &n)
+		c.Concurrency[strings.ToLower(ch)] = n
 		p := strings.ToLower(strings.TrimSpace(getenv("DISPATCHER_" + ch + "_PROVIDER")))
 		if p == "" {
 			p = "sandbox"
@@ -253,6 +291,9 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	str("DISPATCHER_SMTP_DKIM_SELECTOR", &c.SMTP.DKIMSelector)
 	str("DISPATCHER_SMTP_DKIM_DOMAIN", &c.SMTP.DKIMDomain)
 	str("DISPATCHER_SMTP_UNSUBSCRIBE_MAILTO", &c.SMTP.UnsubscribeMailto)
+	c.SMTP.PoolSize, c.SMTP.MaxMessagesPerConn = email.DefaultPoolSize, email.DefaultMaxMessagesPerConn
+	count("DISPATCHER_SMTP_POOL_SIZE", &c.SMTP.PoolSize)
+	count("DISPATCHER_SMTP_MAX_MESSAGES_PER_CONN", &c.SMTP.MaxMessagesPerConn)
 	str("DISPATCHER_WECHAT_APPID", &c.WeChat.AppID)
 	str("DISPATCHER_WECHAT_SECRET", &c.WeChat.Secret)
 	str("DISPATCHER_WECHAT_BASE_URL", &c.WeChat.BaseURL)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -40,8 +41,10 @@ type sandboxChannel struct {
 func (s sandboxChannel) Name() string { return s.name }
 
 // providers builds each channel's sender as configured: the adapter behind
-// its own breaker, held to its shared rate.
-func providers(cfg Config, dev bool, sb *sandbox.Sandbox, rdb redis.UniversalClient, reg prometheus.Registerer, log *slog.Logger) (map[intent.Channel]worker.Sender, []*breaker.Breaker, error) {
+// its own breaker, held to its shared rate. The closers release the
+// adapters' connections (the SMTP pool, HTTP keep-alives) once the worker
+// stopped.
+func providers(cfg Config, dev bool, sb *sandbox.Sandbox, rdb redis.UniversalClient, reg prometheus.Registerer, log *slog.Logger) (map[intent.Channel]worker.Sender, []*breaker.Breaker, []io.Closer, error) {
 	state := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dispatcher_breaker_state", Help: "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
 	}, []string{"provider"})
@@ -59,9 +62,12 @@ func providers(cfg Config, dev bool, sb *sandbox.Sandbox, rdb redis.UniversalCli
 	}
 	out := map[intent.Channel]worker.Sender{}
 	var breakers []*breaker.Breaker
+	var closers []io.Closer
 	for _, ch := range intent.Channels {
 		var a adapter
 		var err error
+		tw := tw
+		tw.Concurrency = cfg.Concurrency[string(ch)] // one keep-alive transport per adapter, sized to its channel
 		switch p := cfg.Providers[string(ch)]; p {
 		case "sandbox":
 			a = sandboxChannel{Sandbox: sb, name: "sandbox-" + string(ch)}
@@ -76,17 +82,25 @@ func providers(cfg Config, dev bool, sb *sandbox.Sandbox, rdb redis.UniversalCli
 				Addr: cfg.SMTP.Addr, Username: cfg.SMTP.Username, Password: cfg.SMTP.Password, From: cfg.SMTP.From,
 				TLS: cfg.SMTP.TLS, AllowPlaintext: dev, DKIMKeyFile: cfg.SMTP.DKIMKeyFile, DKIMSelector: cfg.SMTP.DKIMSelector,
 				DKIMDomain: cfg.SMTP.DKIMDomain, UnsubscribeMailto: cfg.SMTP.UnsubscribeMailto, Timeout: cfg.SendTimeout,
+				PoolSize: cfg.SMTP.PoolSize, MaxMessagesPerConn: cfg.SMTP.MaxMessagesPerConn,
 			})
 		case "wechat":
 			a, err = wechat.New(wechat.Config{
 				AppID: cfg.WeChat.AppID, Secret: cfg.WeChat.Secret, BaseURL: cfg.WeChat.BaseURL,
 				TemplateIDs: cfg.WeChat.TemplateIDs, LinkURL: cfg.WeChat.LinkURL, Timeout: cfg.SendTimeout,
+				Concurrency: cfg.Concurrency[string(ch)],
 			}, wechat.NewTokenStore(rdb, cfg.RedisPrefix))
 		default:
 			err = fmt.Errorf("unknown provider %q", p)
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s provider %s: %w", ch, cfg.Providers[string(ch)], err)
+			for _, c := range closers {
+				_ = c.Close()
+			}
+			return nil, nil, nil, fmt.Errorf("%s provider %s: %w", ch, cfg.Providers[string(ch)], err)
+		}
+		if c, ok := a.(io.Closer); ok && cfg.Providers[string(ch)] != "sandbox" { // the service closes the one sandbox itself
+			closers = append(closers, c)
 		}
 		b := breaker.New(a, breaker.Config{
 			MinRequests: uint32(cfg.Breaker.MinRequests), FailureRatio: cfg.Breaker.FailureRatio, CoolDown: cfg.Breaker.CoolDown,
@@ -96,7 +110,7 @@ func providers(cfg Config, dev bool, sb *sandbox.Sandbox, rdb redis.UniversalCli
 		r := cfg.Rates[string(ch)]
 		out[ch] = ratelimit.Wrap(b, ratelimit.New(rdb, cfg.RedisPrefix, a.Name(), r.N, r.Per))
 	}
-	return out, breakers, nil
+	return out, breakers, closers, nil
 }
 
 // publishProviders writes this worker's breaker states to Redis every few

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -68,6 +69,7 @@ type Service struct {
 	ln        net.Listener
 	sched     *scheduler.Scheduler
 	breakers  []*breaker.Breaker
+	adapters  []io.Closer // provider adapters holding connections
 	readerCfg kafka.ReaderConfig
 	ops       *opsdata.Recorder
 	Sandbox   *sandbox.Sandbox
@@ -140,11 +142,11 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	if s.Sandbox, err = sandbox.New(sandbox.Config{Idempotent: !cfg.SandboxForgetful, Journal: cfg.SandboxJournal, Latency: cfg.SandboxLatency}); err != nil {
 		return nil, err
 	}
-	senders, breakers, err := providers(cfg, roles.Dev, s.Sandbox, rdb, s.Reg, log)
+	senders, breakers, closers, err := providers(cfg, roles.Dev, s.Sandbox, rdb, s.Reg, log)
 	if err != nil {
 		return nil, err
 	}
-	s.breakers = breakers
+	s.breakers, s.adapters = breakers, closers
 	if roles.WrapSender != nil {
 		for ch, snd := range senders {
 			senders[ch] = roles.WrapSender(ch, snd)
@@ -314,6 +316,9 @@ func (s *Service) Close() {
 	}
 	if s.Sandbox != nil {
 		_ = s.Sandbox.Close()
+	}
+	for _, a := range s.adapters {
+		_ = a.Close()
 	}
 }
 

@@ -23,7 +23,8 @@ import (
 type stage int
 
 const (
-	stageDial     stage = iota + 1 // TCP connect (and the handshake of implicit TLS)
+	stageWait     stage = iota + 1 // waiting for a free connection of the pool
+	stageDial                      // TCP connect (and the handshake of implicit TLS)
 	stageGreeting                  // the server's 220 and our EHLO
 	stageTLS                       // STARTTLS and its handshake
 	stageAuth                      // AUTH
@@ -34,7 +35,7 @@ const (
 	stageReply                     // the final dot written (or being written): waiting for the reply
 )
 
-var stageNames = [...]string{"", "dial", "greeting", "tls", "auth", "mail", "rcpt", "data", "body", "reply"}
+var stageNames = [...]string{"", "wait", "dial", "greeting", "tls", "auth", "mail", "rcpt", "data", "body", "reply"}
 
 func (s stage) String() string {
 	if s > 0 && int(s) < len(stageNames) {
@@ -57,7 +58,8 @@ var errNoAuthMech = errors.New("the server offers no AUTH mechanism we speak (PL
 // The table, by stage and what came back:
 //
 //	stage                        4xx reply   5xx reply     no reply (network, TLS, timeout)
-//	dial, greeting, tls, auth    Retryable   Retryable     Retryable
+//	wait, dial, greeting, tls,   Retryable   Retryable     Retryable
+//	auth
 //	mail                         Retryable   Retryable     Retryable
 //	rcpt, data                   Retryable   Permanent*    Retryable
 //	body                         -           -             Retryable
@@ -119,6 +121,8 @@ func transportCode(st stage, err error, ctxErr error) (code, what string) {
 		return "starttls_unavailable", err.Error()
 	case errors.Is(err, errNoAuthMech):
 		return "auth_unsupported", err.Error()
+	case errors.Is(err, errClosed):
+		return "closed", err.Error()
 	case errors.As(err, &verify), errors.As(err, &unk), errors.As(err, &host), errors.As(err, &inv),
 		errors.As(err, &alert), errors.As(err, &rec):
 		return "tls", "TLS failed: " + scrub(err.Error())

@@ -31,6 +31,17 @@ const (
 // DefaultTimeout bounds one Send, from dialling to the final reply.
 const DefaultTimeout = 30 * time.Second
 
+// DefaultPoolSize is how many connections to the relay a Mailer keeps
+// when Config.PoolSize is 0.
+const DefaultPoolSize = 4
+
+// DefaultMaxMessagesPerConn is how many messages one connection carries,
+// when Config.MaxMessagesPerConn is 0, before it is closed and replaced.
+// Relays limit it too (Postfix's smtpd_client_message_rate_limit, Exchange's
+// MaxMessagesPerConnection); a fresh session now and then also spreads the
+// load over a relay's addresses again.
+const DefaultMaxMessagesPerConn = 100
+
 // DefaultHelloName is the name given in EHLO when Config.HelloName is
 // empty, as net/smtp does.
 const DefaultHelloName = "localhost"
@@ -64,6 +75,15 @@ type Config struct {
 	// UnsubscribeMailto, if set, is offered in List-Unsubscribe next to
 	// the opt-out link: "unsubscribe@bank.example".
 	UnsubscribeMailto string
+
+	// PoolSize is how many authenticated connections to the relay the
+	// Mailer keeps open, and so how many messages go out at once; a Send
+	// beyond it waits for a connection. Default DefaultPoolSize.
+	PoolSize int
+	// MaxMessagesPerConn is how many messages one connection carries
+	// before it is closed and a new one opened; 1 opens a connection for
+	// every message. Default DefaultMaxMessagesPerConn.
+	MaxMessagesPerConn int
 
 	Timeout   time.Duration // bounds one Send; default DefaultTimeout
 	TLSConfig *tls.Config   // base TLS settings (e.g. a test's root CAs); ServerName defaults to Addr's host
@@ -120,6 +140,9 @@ func (c Config) Validate() error {
 	if c.Timeout < 0 {
 		return errors.New("email: Timeout must not be negative")
 	}
+	if c.PoolSize < 0 || c.MaxMessagesPerConn < 0 {
+		return errors.New("email: PoolSize and MaxMessagesPerConn must not be negative")
+	}
 	if c.HelloName != "" && !isDomain(c.HelloName) {
 		return fmt.Errorf("email: HelloName %q is not a host name", c.HelloName)
 	}
@@ -135,6 +158,12 @@ func (c *Config) defaults() {
 	}
 	if c.HelloName == "" {
 		c.HelloName = DefaultHelloName
+	}
+	if c.PoolSize == 0 {
+		c.PoolSize = DefaultPoolSize
+	}
+	if c.MaxMessagesPerConn == 0 {
+		c.MaxMessagesPerConn = DefaultMaxMessagesPerConn
 	}
 }
 

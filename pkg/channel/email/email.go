@@ -11,6 +11,13 @@
 // once, signed, and those bytes are sent. Driving the protocol step by step
 // also tells which step failed, which is what the classification needs, and
 // keeps the final reply, which carries the relay's queue id.
+//
+// Connections are pooled (pool.go): a relay's greeting, TLS handshake and
+// AUTH cost more than a message, so a Mailer keeps up to PoolSize
+// authenticated sessions and sends message after message on each, RSET
+// between them, a new session after MaxMessagesPerConn. go-mail's Client
+// holds one connection and has no pool of its own, so the pool is ours,
+// over go-mail's smtp.Client and its Reset.
 package email
 
 import (
@@ -33,8 +40,8 @@ import (
 // Provider is the adapter's name, on receipts and breakers.
 const Provider = "smtp"
 
-// Mailer sends e-mail through one SMTP relay, one connection per message.
-// It is safe for concurrent use.
+// Mailer sends e-mail through one SMTP relay over a pool of reused
+// connections. It is safe for concurrent use; Close releases the pool.
 type Mailer struct {
 	cfg        Config
 	host       string        // Addr's host: TLS server name, AUTH host check
@@ -43,6 +50,7 @@ type Mailer struct {
 	dkim       *dkim.SignOptions
 	now        func() time.Time
 	dialer     net.Dialer
+	pool       *pool
 }
 
 // New checks cfg, loads the DKIM key if it is given as a file, and returns
@@ -55,7 +63,7 @@ func New(cfg Config) (*Mailer, error) {
 	cfg.defaults()
 	host, _, _ := net.SplitHostPort(cfg.Addr)
 	from, _ := parseFrom(cfg.From)
-	s := &Mailer{cfg: cfg, host: host, from: from, fromDomain: domainOf(from.Address), now: time.Now}
+	s := &Mailer{cfg: cfg, host: host, from: from, fromDomain: domainOf(from.Address), now: time.Now, pool: newPool(cfg.PoolSize)}
 	key := cfg.DKIMKey
 	if key == nil && cfg.DKIMKeyFile != "" {
 		var err error
@@ -109,86 +117,6 @@ func (s *Mailer) Send(ctx context.Context, m channel.Message) (channel.Receipt, 
 		id = env.messageID
 	}
 	return channel.Receipt{Provider: Provider, ProviderID: id, At: s.now().UTC()}, nil
-}
-
-// transmit runs one SMTP exchange and returns the final reply's text, or
-// the stage it failed at. The context's deadline is the connection's
-// deadline, and its end closes the connection, so no step outlives it.
-func (s *Mailer) transmit(ctx context.Context, env envelope, msg []byte) (reply string, st stage, err error) {
-	st = stageDial
-	conn, err := s.dialer.DialContext(ctx, "tcp", s.cfg.Addr)
-	if err != nil {
-		return "", st, err
-	}
-	raw := conn // closing the TCP connection ends any TLS on top of it
-	defer raw.Close()
-	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	defer stop()
-	if dl, ok := ctx.Deadline(); ok {
-		if err := conn.SetDeadline(dl); err != nil {
-			return "", st, err
-		}
-	}
-	if s.cfg.TLS == TLSImplicit {
-		tc := tls.Client(conn, s.tlsConfig())
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return "", st, err
-		}
-		conn = tc
-	}
-
-	st = stageGreeting
-	c, err := smtp.NewClient(conn, s.host)
-	if err != nil {
-		return "", st, err
-	}
-	if err := c.Hello(s.cfg.HelloName); err != nil {
-		return "", st, err
-	}
-	if s.cfg.TLS == TLSStartTLS {
-		st = stageTLS
-		if ok, _ := c.Extension("STARTTLS"); !ok {
-			_ = c.Quit()
-			return "", st, errNoStartTLS
-		}
-		if err := c.StartTLS(s.tlsConfig()); err != nil {
-			return "", st, err
-		}
-	}
-	if s.cfg.Username != "" {
-		st = stageAuth
-		if err := c.Auth(s.auth(c)); err != nil {
-			return "", st, err
-		}
-	}
-
-	st = stageMail
-	if err := c.Mail(env.from); err != nil {
-		return "", st, err
-	}
-	st = stageRcpt
-	if err := c.Rcpt(env.to); err != nil {
-		return "", st, err
-	}
-	st = stageData
-	w, err := c.Data()
-	if err != nil {
-		return "", st, err
-	}
-	st = stageBody
-	if _, err := w.Write(msg); err != nil {
-		// The final dot is not written: the server discards what it got.
-		return "", st, err
-	}
-	st = stageReply
-	if err := w.Close(); err != nil {
-		return "", st, err
-	}
-	if dc, ok := w.(*smtp.DataCloser); ok {
-		reply = dc.ServerResponse()
-	}
-	_ = c.Quit() // the message is accepted; how the session ends does not matter
-	return reply, st, nil
 }
 
 // auth picks the mechanism: PLAIN if offered, else LOGIN. Credentials

@@ -60,6 +60,7 @@ func newMailer(t *testing.T, srv *smtptest.Server, edit func(*Config)) *Mailer {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(func() { m.Close() })
 	return m
 }
 

@@ -2,7 +2,9 @@
 // would have been sent instead of sending it. Like a provider with
 // idempotency keys, it takes a second send of the same intent id as a repeat
 // and returns the first receipt, so a send whose outcome was unknown can be
-// resolved by sending again. It can be told to fail or slow down.
+// resolved by sending again. It can be told to fail or slow down, takes
+// the latency it is configured with (fixed or log-normal), and counts the
+// most sends in progress at once.
 package sandbox
 
 import (
@@ -53,8 +55,9 @@ type Config struct {
 	// the ids sent by an earlier process (as a provider would), and tests
 	// count what was sent across processes that were killed.
 	Journal string
-	// Latency is how long every send takes, like a provider's round trip.
-	Latency time.Duration
+	// Latency is how long each send takes, like a provider's round trip:
+	// fixed, or drawn from a log-normal distribution.
+	Latency Latency
 }
 
 // JournalLine is one line of the journal.
@@ -78,6 +81,8 @@ type Sandbox struct {
 	repeats atomic.Int64
 	failed  atomic.Int64
 	seq     atomic.Int64
+	flying  atomic.Int64 // Send calls in progress
+	peak    atomic.Int64 // the most Send calls in progress at once
 	now     func() time.Time
 	journal *os.File
 }
@@ -185,8 +190,12 @@ func (s *Sandbox) fault(ch intent.Channel) (Fault, bool) {
 
 // Send records m, or fails as told.
 func (s *Sandbox) Send(ctx context.Context, m channel.Message) (channel.Receipt, error) {
-	if s.cfg.Latency > 0 {
-		t := time.NewTimer(s.cfg.Latency)
+	n := s.flying.Add(1)
+	defer s.flying.Add(-1)
+	for p := s.peak.Load(); n > p && !s.peak.CompareAndSwap(p, n); p = s.peak.Load() {
+	}
+	if d := s.cfg.Latency.draw(); d > 0 {
+		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -266,6 +275,11 @@ type Stats struct {
 func (s *Sandbox) Stats() Stats {
 	return Stats{Sent: s.sent.Load(), Repeats: s.repeats.Load(), Failed: s.failed.Load()}
 }
+
+// InFlightPeak is the most sends in progress at the same time, over every
+// channel the sandbox serves: what a benchmark compares with the in-flight
+// bound it expects.
+func (s *Sandbox) InFlightPeak() int64 { return s.peak.Load() }
 
 type seenID struct {
 	r channel.Receipt

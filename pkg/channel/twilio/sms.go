@@ -29,6 +29,9 @@ func NewSMS(cfg Config) (*SMS, error) {
 	return &SMS{c: c}, nil
 }
 
+// Close closes the adapter's idle connections to Twilio.
+func (s *SMS) Close() error { return s.c.close() }
+
 // Name is the adapter's name, on breakers and metrics.
 func (s *SMS) Name() string { return "twilio-sms" }
 

@@ -55,7 +55,12 @@ type Config struct {
 	StatusCallbackURL string
 	// Timeout bounds each request to Twilio; default 10s.
 	Timeout time.Duration
-	// HTTPClient, if set, lends its Transport (proxies, TLS settings).
+	// Concurrency is how many calls to Twilio this adapter makes at once:
+	// its keep-alive transport keeps that many connections. Default
+	// channel.DefaultConcurrency.
+	Concurrency int
+	// HTTPClient, if set, lends its Transport (proxies, TLS settings)
+	// instead, and Concurrency does not size it.
 	// Its Timeout, Jar and redirect policy are not used: Timeout bounds
 	// each request, and redirects are never followed.
 	HTTPClient *http.Client
@@ -93,6 +98,9 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, errors.New("twilio: negative timeout"))
+	}
+	if c.Concurrency < 0 {
+		errs = append(errs, errors.New("twilio: negative concurrency"))
 	}
 	return errors.Join(errs...)
 }
@@ -133,7 +141,16 @@ type caller struct {
 	cfg    Config
 	target *url.URL // where api.twilio.com requests go; nil: Twilio itself
 	rt     http.RoundTripper
+	own    *http.Transport // rt when it is the adapter's own; nil when lent
 	now    func() time.Time
+}
+
+// close drops the idle connections of the adapter's own transport.
+func (c *caller) close() error {
+	if c.own != nil {
+		c.own.CloseIdleConnections()
+	}
+	return nil
 }
 
 func newCaller(cfg Config) (*caller, error) {
@@ -141,9 +158,12 @@ func newCaller(cfg Config) (*caller, error) {
 		return nil, err
 	}
 	cfg.defaults()
-	c := &caller{cfg: cfg, rt: http.DefaultTransport, now: time.Now}
+	c := &caller{cfg: cfg, now: time.Now}
 	if cfg.HTTPClient != nil && cfg.HTTPClient.Transport != nil {
 		c.rt = cfg.HTTPClient.Transport
+	} else {
+		c.own = channel.Transport(cfg.Concurrency)
+		c.rt = c.own
 	}
 	if cfg.BaseURL != DefaultBaseURL {
 		u, err := url.Parse(cfg.BaseURL)

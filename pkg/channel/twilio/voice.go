@@ -42,6 +42,9 @@ func NewVoice(cfg Config) (*Voice, error) {
 	return &Voice{c: c}, nil
 }
 
+// Close closes the adapter's idle connections to Twilio.
+func (v *Voice) Close() error { return v.c.close() }
+
 // Name is the adapter's name, on breakers and metrics.
 func (v *Voice) Name() string { return "twilio-voice" }
 

@@ -46,7 +46,12 @@ type Config struct {
 	// default 5m, the time WeChat's stable_token starts handing out its
 	// successor.
 	RefreshBefore time.Duration
-	// HTTPClient makes the calls; default a client of its own.
+	// Concurrency is how many calls to WeChat this client makes at once:
+	// its own keep-alive transport keeps that many connections. Default
+	// channel.DefaultConcurrency.
+	Concurrency int
+	// HTTPClient makes the calls; default a client of its own, over a
+	// transport sized by Concurrency.
 	HTTPClient *http.Client
 }
 
@@ -96,8 +101,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("wechat: template %q: empty name or template id", name))
 		}
 	}
-	if c.Timeout < 0 || c.RefreshBefore < 0 {
-		errs = append(errs, errors.New("wechat: negative duration"))
+	if c.Timeout < 0 || c.RefreshBefore < 0 || c.Concurrency < 0 {
+		errs = append(errs, errors.New("wechat: negative duration or concurrency"))
 	}
 	return errors.Join(errs...)
 }
@@ -117,6 +122,7 @@ func absURL(s string) error {
 type Client struct {
 	cfg    Config
 	tokens *TokenStore
+	own    *http.Transport // the transport of the default HTTPClient; nil when one is lent
 	now    func() time.Time
 }
 
@@ -128,8 +134,21 @@ func New(cfg Config, tokens *TokenStore) (*Client, error) {
 	if tokens == nil {
 		return nil, errors.New("wechat: a token store is required")
 	}
+	var own *http.Transport
+	if cfg.HTTPClient == nil {
+		own = channel.Transport(cfg.Concurrency)
+		cfg.HTTPClient = &http.Client{Transport: own}
+	}
 	cfg.defaults()
-	return &Client{cfg: cfg, tokens: tokens, now: time.Now}, nil
+	return &Client{cfg: cfg, tokens: tokens, own: own, now: time.Now}, nil
+}
+
+// Close closes the client's idle connections to WeChat.
+func (c *Client) Close() error {
+	if c.own != nil {
+		c.own.CloseIdleConnections()
+	}
+	return nil
 }
 
 // Name is the provider's name.

@@ -2,18 +2,23 @@
 // listens on 127.0.0.1, offers STARTTLS with a certificate of its own (or
 // implicit TLS, or none), optionally requires AUTH PLAIN, records every
 // message it accepts, and answers with faults a test programs: a refused
-// sender or recipient, a failed message, a reply that never comes. The
+// sender or recipient, a failed message, a reply that never comes, a
+// connection that drops. It counts connections (and the most open at once)
+// and can make each new connection cost a greeting delay, as a busy relay
+// does, so a client's connection reuse can be seen and measured. The
 // email adapter's tests and the dispatcher's integration tests point a
 // real client at it.
 package smtptest
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -37,6 +42,7 @@ type Received struct {
 	TLS     bool     // the session was encrypted when the message came
 	User    string   // the AUTH user, if any
 	QueueID string   // the id given in the final reply ("" with WithoutQueueID)
+	Conn    int      // which connection carried it: 1 for the first accepted, and so on
 	At      time.Time
 }
 
@@ -48,6 +54,9 @@ type Stats struct {
 	Auths      int // successful AUTHs
 	AuthFails  int // refused AUTHs
 	Messages   int // messages accepted (len(Messages()))
+	Open       int // connections open now
+	MaxOpen    int // the most connections open at the same time
+	Resets     int // RSET commands received
 }
 
 // Option configures a Server.
@@ -58,6 +67,7 @@ type options struct {
 	noTLS      bool
 	implicit   bool
 	noQueueID  bool
+	greeting   time.Duration
 }
 
 // WithAuth makes the server offer AUTH PLAIN (over TLS) and refuse MAIL
@@ -73,6 +83,11 @@ func WithoutSTARTTLS() Option { return func(o *options) { o.noTLS = true } }
 // WithImplicitTLS makes the server speak TLS from the first byte (SMTPS)
 // instead of offering STARTTLS.
 func WithImplicitTLS() Option { return func(o *options) { o.implicit = true } }
+
+// WithGreetingDelay makes the server wait d before greeting each new
+// connection, the cost a relay's banner delay, reverse DNS and
+// connection-level checks add before the first command.
+func WithGreetingDelay(d time.Duration) Option { return func(o *options) { o.greeting = d } }
 
 // WithoutQueueID makes the final reply a bare "250 2.0.0 OK" that names
 // no queue id.
@@ -96,12 +111,15 @@ type Server struct {
 	failData   *smtp.SMTPError
 	failDataN  int // remaining; <= 0 with failData set: every message
 	hang       time.Duration
+	dropMail   int // MAIL FROM commands still to answer by dropping the connection
+	dropData   int // messages still to take and then drop the connection without a reply
+	open       map[*trackedConn]struct{}
 }
 
 // NewServer starts a server and stops it when the test ends.
 func NewServer(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s := &Server{done: make(chan struct{}), rejectRcpt: map[string]*smtp.SMTPError{}}
+	s := &Server{done: make(chan struct{}), rejectRcpt: map[string]*smtp.SMTPError{}, open: map[*trackedConn]struct{}{}}
 	for _, o := range opts {
 		o(&s.opts)
 	}
@@ -119,6 +137,7 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 	srv.MaxMessageBytes = 10 << 20
 	srv.MaxRecipients = 50
 	srv.ErrorLog = log.New(io.Discard, "", 0)
+	srv.Debug = resetCounter{s} // the session's plaintext, after any TLS
 	if !s.opts.noTLS && !s.opts.implicit {
 		srv.TLSConfig = tlsCfg
 	}
@@ -129,11 +148,14 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 	if err != nil {
 		t.Fatalf("smtptest: listen: %v", err)
 	}
-	if s.opts.implicit {
-		ln = tls.NewListener(ln, tlsCfg)
-	}
 	s.ln = ln
-	go func() { _ = srv.Serve(countingListener{ln, s}) }()
+	// Connections are counted under any TLS, so go-smtp still sees the
+	// *tls.Conn it looks for.
+	var serve net.Listener = countingListener{ln, s}
+	if s.opts.implicit {
+		serve = tls.NewListener(serve, tlsCfg)
+	}
+	go func() { _ = srv.Serve(serve) }()
 	t.Cleanup(s.Close)
 	return s
 }
@@ -174,6 +196,7 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.stats
 	st.Messages = len(s.messages)
+	st.Open = len(s.open)
 	return st
 }
 
@@ -213,6 +236,37 @@ func (s *Server) HangAfterData(d time.Duration) {
 	s.hang = d
 }
 
+// DropConnections closes every open connection at once, as a relay that
+// restarts or times idle sessions out does. The server keeps listening.
+func (s *Server) DropConnections() {
+	s.mu.Lock()
+	conns := make([]*trackedConn, 0, len(s.open))
+	for c := range s.open {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// DropOnMail makes the next n MAIL FROM commands close their connection
+// instead of answering: a session that dies before the message is given.
+func (s *Server) DropOnMail(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropMail = n
+}
+
+// DropAfterData makes the server take and record the next n messages and
+// then close the connection without the final reply: the client cannot
+// know the message was taken.
+func (s *Server) DropAfterData(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropData = n
+}
+
 // Reset clears every fault, the recorded messages and the counters.
 func (s *Server) Reset() {
 	s.mu.Lock()
@@ -223,6 +277,7 @@ func (s *Server) Reset() {
 	s.rejectRcpt = map[string]*smtp.SMTPError{}
 	s.failData, s.failDataN = nil, 0
 	s.hang = 0
+	s.dropMail, s.dropData = 0, 0
 }
 
 // smtpError builds a reply, taking a leading enhanced code from msg.
@@ -255,27 +310,90 @@ type countingListener struct {
 
 func (l countingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err == nil {
-		l.s.mu.Lock()
-		l.s.stats.Conns++
-		l.s.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	tc := &trackedConn{Conn: c, s: l.s, delay: l.s.opts.greeting}
+	l.s.mu.Lock()
+	l.s.stats.Conns++
+	tc.id = l.s.stats.Conns
+	l.s.open[tc] = struct{}{}
+	l.s.stats.MaxOpen = max(l.s.stats.MaxOpen, len(l.s.open))
+	l.s.mu.Unlock()
+	return tc, nil
+}
+
+// trackedConn is an accepted connection: it leaves the open set when it is
+// closed, and its first write (the greeting, or the TLS handshake's first
+// flight) waits the greeting delay.
+type trackedConn struct {
+	net.Conn
+	s       *Server
+	id      int // 1-based, in the order accepted
+	delay   time.Duration
+	greeted sync.Once
+	closed  sync.Once
+}
+
+func (c *trackedConn) Write(b []byte) (int, error) {
+	c.greeted.Do(func() {
+		if c.delay <= 0 {
+			return
+		}
+		t := time.NewTimer(c.delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-c.s.done:
+		}
+	})
+	return c.Conn.Write(b)
+}
+
+func (c *trackedConn) Close() error {
+	c.closed.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.open, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// resetCounter reads the sessions' traffic for RSET commands. A client
+// waits for each reply, so a command arrives as one read of its own.
+type resetCounter struct{ s *Server }
+
+func (r resetCounter) Write(b []byte) (int, error) {
+	if n := bytes.Count(b, []byte("RSET\r\n")); n > 0 {
+		r.s.mu.Lock()
+		r.s.stats.Resets += n
+		r.s.mu.Unlock()
+	}
+	return len(b), nil
 }
 
 type backend struct{ s *Server }
 
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{s: b.s, conn: c}, nil
+	ss := &session{s: b.s, conn: c}
+	nc := c.Conn()
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	if tc, ok := nc.(*trackedConn); ok {
+		ss.connID = tc.id
+	}
+	return ss, nil
 }
 
 // session is one client's transaction state.
 type session struct {
-	s    *Server
-	conn *smtp.Conn
-	user string
-	from string
-	to   []string
+	s      *Server
+	conn   *smtp.Conn
+	connID int
+	user   string
+	from   string
+	to     []string
 }
 
 var _ smtp.AuthSession = (*session)(nil)
@@ -313,6 +431,13 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	ss.s.mu.Lock()
 	defer ss.s.mu.Unlock()
 	ss.s.stats.Mails++
+	if ss.s.dropMail > 0 {
+		ss.s.dropMail--
+		ss.s.mu.Unlock()
+		_ = ss.conn.Conn().Close() // takes the lock to count it
+		ss.s.mu.Lock()
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "connection dropped"}
+	}
 	if !ss.tls() {
 		ss.s.stats.PlainMails++
 	}
@@ -360,10 +485,19 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	s.messages = append(s.messages, Received{
 		From: ss.from, To: append([]string(nil), ss.to...), Data: b,
-		TLS: ss.tls(), User: ss.user, QueueID: qid, At: time.Now(),
+		TLS: ss.tls(), User: ss.user, QueueID: qid, Conn: ss.connID, At: time.Now(),
 	})
 	hang := s.hang
+	drop := s.dropData > 0
+	if drop {
+		s.dropData--
+	}
 	s.mu.Unlock()
+
+	if drop {
+		_ = ss.conn.Conn().Close()
+		return errors.New("connection dropped")
+	}
 
 	if hang > 0 {
 		t := time.NewTimer(hang)

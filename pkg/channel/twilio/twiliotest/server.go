@@ -15,11 +15,13 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -54,6 +56,7 @@ type Failure struct {
 
 // Server is a Twilio-shaped test server. It is safe for concurrent use.
 type Server struct {
+	conns      atomic.Int64 // connections accepted
 	srv        *httptest.Server
 	accountSID string
 	authToken  string
@@ -78,9 +81,19 @@ func NewServer(accountSID, authToken string) *Server {
 		closing:    make(chan struct{}),
 		numbers:    map[string]Failure{},
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.srv.Start()
 	return s
 }
+
+// Conns is how many connections clients opened to the server: a client
+// that keeps its connections alive opens few.
+func (s *Server) Conns() int { return int(s.conns.Load()) }
 
 // URL is the server's base URL, to use as the adapter's BaseURL.
 func (s *Server) URL() string { return s.srv.URL }

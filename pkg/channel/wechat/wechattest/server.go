@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -118,6 +120,7 @@ type delivery struct {
 
 // Server is a WeChat-shaped HTTP server. It is safe for concurrent use.
 type Server struct {
+	conns         atomic.Int64 // connections accepted
 	srv           *httptest.Server
 	appID, secret string
 
@@ -152,9 +155,19 @@ func NewServer(appID, secret string) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /cgi-bin/stable_token", s.stableToken)
 	mux.HandleFunc("POST /cgi-bin/message/template/send", s.templateSend)
-	s.srv = httptest.NewServer(mux)
+	s.srv = httptest.NewUnstartedServer(mux)
+	s.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.srv.Start()
 	return s
 }
+
+// Conns is how many connections clients opened to the server: a client
+// that keeps its connections alive opens few.
+func (s *Server) Conns() int { return int(s.conns.Load()) }
 
 // URL is the base URL to configure a client with.
 func (s *Server) URL() string { return s.srv.URL }
