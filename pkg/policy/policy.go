@@ -160,10 +160,11 @@ const (
 	RuleOptOut       = "opt-out"
 	RuleDoNotContact = "do-not-contact"
 	RuleExpiresAt    = "expires_at"
+	RuleNotBefore    = "not-before"
 )
 
 // BuiltinRules lists the built-in rule ids.
-var BuiltinRules = []string{RuleOptOut, RuleDoNotContact, RuleExpiresAt}
+var BuiltinRules = []string{RuleOptOut, RuleDoNotContact, RuleExpiresAt, RuleNotBefore}
 
 // defaultBuiltinSources are the sources of the built-in rules when a
 // profile states none.
@@ -171,6 +172,7 @@ var defaultBuiltinSources = map[string]string{
 	RuleOptOut:       "The debtor's opt-out of the channel (by link, by SMS keyword, through the provider or the bank), recorded on reminders.optouts: no contact on that channel after it.",
 	RuleDoNotContact: "A legal do-not-contact state recorded for the debtor (cease and desist, represented by an attorney, dispute open): no contact on any channel.",
 	RuleExpiresAt:    "The intent's expires_at: the sending system's instruction that the reminder no longer applies after it.",
+	RuleNotBefore:    "The intent's not_before: the sending system's instruction not to contact the debtor before it.",
 }
 
 // Source returns the legal source of a rule of the profile, or of a

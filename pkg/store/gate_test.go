@@ -123,3 +123,35 @@ func TestGatePreviewWritesNothing(t *testing.T) {
 		})
 	}
 }
+
+// A candidate held by the window names its rule and the reason its kind
+// maps to; not_before has a reason of its own.
+func TestGateDeferralReasons(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	st, err := store.New(rdb, store.Config{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
+	if err := st.MarkRebuilt(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []struct{ rule, kind, reason string }{
+		{"not-before", "not_before", "not_before"},
+		{"cn.quiet-hours", "window", "outside_hours"},
+		{"cn.voice.holidays", "holiday", "holiday"},
+		{"provider-unavailable:twilio", "breaker", "provider_down"},
+	} {
+		next := now.Add(time.Duration(i+1) * time.Hour)
+		g, err := st.Gate(ctx, store.GateRequest{ID: "I-" + c.kind, DebtorID: "D-R", Owner: "w", Template: "t", Now: now, LeaseUntil: now.Add(time.Minute),
+			Retention: time.Hour, Entry: status.Entry{At: now, Inputs: &status.Inputs{Zones: []string{"UTC"}}},
+			Candidates: []store.Candidate{{Channel: "sms", To: "x", WindowNext: next, WindowRule: c.rule, WindowKind: c.kind}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.Outcome != store.Deferred || g.Rule != c.rule || g.Entry.Reason != c.reason || !g.Until.Equal(next) {
+			t.Errorf("%s: %+v, want deferred/%s by %s until %v", c.kind, g, c.reason, c.rule, next)
+		}
+	}
+}

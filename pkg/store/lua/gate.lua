@@ -197,6 +197,7 @@ local reason = 'frequency_cap'
 if bestKind == 'window' then reason = 'outside_hours'
 elseif bestKind == 'holiday' then reason = 'holiday'
 elseif bestKind == 'gap' then reason = 'min_gap'
-elseif bestKind == 'breaker' then reason = 'provider_down' end
+elseif bestKind == 'breaker' then reason = 'provider_down'
+elseif bestKind == 'not_before' then reason = 'not_before' end
 local seq, entry = write('deferred', reason, bestChannel, fields)
 return {'deferred', 'deferred', seq, bestRule, best, bestChannel, entry}

@@ -477,16 +477,23 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (sto
 			req.Entry.Inputs.Notes = append(req.Entry.Inputs.Notes, d.Rule.ID+": "+d.Note)
 		}
 		c := store.Candidate{Channel: string(ch), To: intent.MaskAddress(ch, in.To.For(ch)), WindowOK: d.Allowed, CountIn: w.countIn(in, ch)}
-		if !d.Allowed {
-			next := d.Next
-			switch {
-			case next.IsZero():
-				// No allowed time within the policy's horizon: look again later.
-				next = now.Add(24 * time.Hour)
-			case d.AtWindowStart:
-				next = p.Jittered(next, in.ID)
+		switch {
+		case in.NotBefore != nil && now.Before(*in.NotBefore):
+			// Not before not_before: from then on the usual rules. If the
+			// windows allow that instant, the intent waits for it (rule
+			// not-before); if not, for their next opening after it.
+			nb := in.NotBefore.UTC()
+			c.WindowOK = false
+			if dn := p.Window(ch, zones, nb); dn.Allowed {
+				c.WindowNext, c.WindowRule, c.WindowKind = nb, policy.RuleNotBefore, kindNotBefore
+			} else {
+				c.WindowNext = release(p, dn, in, nb)
+				if dn.Rule != nil {
+					c.WindowRule, c.WindowKind = dn.Rule.ID, dn.Rule.Kind
+				}
 			}
-			c.WindowNext = next
+		case !d.Allowed:
+			c.WindowNext = release(p, d, in, now)
 			if d.Rule != nil {
 				c.WindowRule, c.WindowKind = d.Rule.ID, d.Rule.Kind
 			}
@@ -517,6 +524,34 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (sto
 		req.Candidates = append(req.Candidates, c)
 	}
 	return req, nil
+}
+
+// kindNotBefore is the gate's kind for the not-before rule (reason
+// not_before).
+const kindNotBefore = "not_before"
+
+// release is when an intent the windows forbid at now is released: the
+// next allowed instant, spread over the profile's jitter when it opens a
+// window — but never spread past expires_at: an intent that can be sent
+// before it expires is released at the window's start rather than expire
+// for the jitter's sake. Without an allowed instant in the horizon it looks
+// again a day later.
+func release(p *policy.Profile, d policy.Decision, in intent.Intent, now time.Time) time.Time {
+	if d.Next.IsZero() {
+		return now.Add(24 * time.Hour)
+	}
+	if !d.AtWindowStart {
+		return d.Next
+	}
+	j := p.Jittered(d.Next, in.ID)
+	if in.ExpiresAt != nil && !j.Before(*in.ExpiresAt) {
+		if span := in.ExpiresAt.Sub(d.Next); span > 0 {
+			// Spread within what is left before expiry.
+			return d.Next.Add(time.Duration(uint64(j.Sub(d.Next)) % uint64(span)))
+		}
+		return d.Next
+	}
+	return j
 }
 
 // GateRequest is the gate request the worker would make for in at now (for
