@@ -24,13 +24,14 @@ const (
 	SentUnconfirmed State = "sent_unconfirmed" // the provider may have it; never resent blindly
 	Suppressed      State = "suppressed"       // decided not to send (see Reason)
 	Rejected        State = "rejected"         // invalid; the original is in the DLQ
+	Canceled        State = "canceled"         // upstream canceled it before it was sent (see Reason)
 )
 
 // Terminal reports whether s is an end state for the dispatcher's own
 // decisions: an intent in it is never sent (again).
 func (s State) Terminal() bool {
 	switch s {
-	case Sent, Delivered, Failed, Undelivered, SentUnconfirmed, Suppressed, Rejected:
+	case Sent, Delivered, Failed, Undelivered, SentUnconfirmed, Suppressed, Rejected, Canceled:
 		return true
 	}
 	return false

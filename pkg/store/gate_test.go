@@ -155,3 +155,53 @@ func TestGateDeferralReasons(t *testing.T) {
 		}
 	}
 }
+
+// An id recorded canceled — before its intent arrived, or rebuilt from its
+// status event after Redis lost the record — never passes the gate.
+func TestCanceledNeverPassesTheGate(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	st, err := store.New(rdb, store.Config{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
+	if err := st.MarkRebuilt(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	e := status.Entry{At: now, State: status.Canceled, Reason: "paid", Detail: "canceled by api-key:intake"}
+	res, err := st.Claim(ctx, store.ClaimRequest{ID: "I-C", DebtorID: "D-C", Owner: "api/cancel", Now: now, Target: status.Canceled, Reason: "paid", Entry: e})
+	if err != nil || res.Outcome != store.Claimed {
+		t.Fatalf("cancel of an unknown id: %+v %v", res, err)
+	}
+	gate := func() store.GateResult {
+		g, err := st.Gate(ctx, store.GateRequest{ID: "I-C", DebtorID: "D-C", Owner: "w", Template: "t", Now: now, LeaseUntil: now.Add(time.Minute),
+			Retention: time.Hour, Entry: status.Entry{At: now, Inputs: &status.Inputs{Zones: []string{"UTC"}}},
+			Candidates: []store.Candidate{{Channel: "sms", To: "x", WindowOK: true}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	if g := gate(); g.Outcome != store.Duplicate || g.State != status.Canceled {
+		t.Fatalf("gate of a canceled id: %+v", g)
+	}
+	// Redis loses the record; the rebuild applies the published event.
+	rec, err := st.GetFor(ctx, "D-C", "I-C")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Del(ctx, st.Keys().Record("D-C", "I-C")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ApplyEvents(ctx, []status.Event{status.TransitionEvent("I-C", "D-C", rec.Timeline[0])}, now); err != nil {
+		t.Fatal(err)
+	}
+	if g := gate(); g.Outcome != store.Duplicate || g.State != status.Canceled {
+		t.Fatalf("gate after the rebuild: %+v", g)
+	}
+	// A second cancellation finds it decided.
+	if res, err := st.Claim(ctx, store.ClaimRequest{ID: "I-C", DebtorID: "D-C", Owner: "api/cancel", Now: now, Target: status.Canceled, Reason: "paid", Entry: e}); err != nil || res.Outcome != store.Duplicate || res.State != status.Canceled {
+		t.Errorf("second cancel: %+v %v", res, err)
+	}
+}

@@ -74,8 +74,11 @@ type Service struct {
 	ops       *opsdata.Recorder
 	Sandbox   *sandbox.Sandbox
 	Profile   *policy.Profile
-	Reg       *prometheus.Registry
-	Owner     string
+
+	metricsOnce     sync.Once
+	decisionMetrics *worker.Metrics
+	Reg             *prometheus.Registry
+	Owner           string
 }
 
 // NewService wires a service. It checks that the topics exist and Redis
@@ -170,7 +173,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, RetryLimit: cfg.RetryLimit,
 		}, worker.Deps{
 			Reader: s.reader, Publisher: s.writer, Store: s.store, Templates: cat, Profile: s.Profile,
-			Senders: senders, Topics: topics, Metrics: worker.NewMetrics(s.Reg), Log: log,
+			Senders: senders, Topics: topics, Metrics: s.metrics(), Log: log,
 			OptOuts:     recorder,
 			Ops:         s.ops,
 			OptOutLinks: optoutLinks(optoutKeys, cfg.PublicBaseURL),
@@ -188,8 +191,9 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	d := httpapi.Deps{
 		Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
 		Profile: s.Profile, Contacts: s.store, Ops: s.store, Resolver: s.store,
-		Previewer: worker.NewPreviewer(s.store, cat, s.Profile),
-		OptOuts:   recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
+		Previewer: worker.NewPreviewer(s.store, cat, s.Profile), Canceler: s.store,
+		Canceled: func(reason string) { s.metrics().Decisions.WithLabelValues(string(status.Canceled), reason).Inc() },
+		OptOuts:  recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
 		PublicBaseURL: cfg.PublicBaseURL, TwilioAuthToken: cfg.Twilio.AuthToken, AllowUnsigned: roles.Dev,
 		APIKeys: apiKeys, TrustedProxies: cfg.TrustedProxies, PublicConnsPerIP: cfg.PublicConnsPerIP,
 		OpsRec: s.ops, Sessions: s.store, OpsData: opsView{rdb: rdb, prefix: cfg.RedisPrefix},
@@ -402,6 +406,13 @@ func (s *Service) followStatus(ctx context.Context, from map[int]int64, d time.D
 		}()
 	}
 	wg.Wait()
+}
+
+// metrics are the decision series, registered once whichever roles the
+// process has (the API records cancellations in them).
+func (s *Service) metrics() *worker.Metrics {
+	s.metricsOnce.Do(func() { s.decisionMetrics = worker.NewMetrics(s.Reg) })
+	return s.decisionMetrics
 }
 
 // watchCalendar keeps dispatcher_calendar_covered_until (unix seconds) at

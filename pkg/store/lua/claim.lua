@@ -10,7 +10,9 @@
 -- ARGV[5]  owner: the worker's id
 -- ARGV[6]  record TTL, seconds
 -- ARGV[7]  target state: "sending" to reserve, or an end state decided
---          without sending ("suppressed", "rejected")
+--          without sending ("suppressed", "rejected", "canceled": a
+--          canceled id, known or not yet, is never sent: the gate takes it
+--          for decided)
 -- ARGV[8]  reason (may be empty)
 -- ARGV[9]  channel (may be empty)
 -- ARGV[10] template (may be empty)

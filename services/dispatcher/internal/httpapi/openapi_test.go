@@ -104,6 +104,7 @@ func newSpecServer(t *testing.T) (*Server, *store.Store, *sandbox.Sandbox) {
 	d.OpsData, d.OpsRec = specOpsData{rdb: rdb, prefix: prefix}, rec
 	d.Ready = []Check{{Name: "redis", Ping: st.Ping}}
 	d.Previewer = worker.NewPreviewer(st, d.Templates.(worker.Templates), d.Profile)
+	d.Canceler = st
 	s, err := New(d)
 	if err != nil {
 		t.Fatal(err)
@@ -521,6 +522,11 @@ func specCases(s *Server, sd seeded) []specCase {
 		{name: "intent record with its audit trail", method: "GET", path: "/v1/intents/I-GATE", code: 200,
 			want: []string{`"rule":"cn.sms.daily"`, `"profile":"cn-bank"`, `"source":"GB/T 45251`, `"until":"2026-11-23T08:00:00Z"`, `"inputs":{"zones":["Asia/Shanghai"]`}},
 		{name: "intent unknown", method: "GET", path: "/v1/intents/I-NOPE", code: 404},
+		{name: "cancel before the intent arrives", method: "POST", path: "/v1/intents/I-CANCEL-EARLY/cancel", body: `{"reason":"paid","debtor_id":"D-C"}`, code: 200, want: []string{`"state":"canceled"`, `"reason":"paid"`}},
+		{name: "cancel a sent intent", method: "POST", path: "/v1/intents/I-D-SPEC/cancel", body: `{"reason":"paid"}`, code: 409, want: []string{`"sent"`}},
+		{name: "cancel an unknown intent", method: "POST", path: "/v1/intents/I-NOPE/cancel", body: `{"reason":"paid"}`, code: 404},
+		{name: "cancel for no known reason", method: "POST", path: "/v1/intents/I-D-SPEC/cancel", body: `{"reason":"bored"}`, code: 400, badRequest: true},
+		{name: "cancel while Kafka is down", method: "POST", path: "/v1/intents/I-CANCEL-DOWN/cancel", body: `{"reason":"paid","debtor_id":"D-C"}`, code: 503, setup: kafkaDown},
 		{name: "resolution", method: "POST", path: "/v1/intents/I-UNSURE/resolution", body: `{"state":"failed","note":"not in the Twilio console"}`, code: 200,
 			want: []string{`"state":"failed"`, `"reason":"resolved"`}},
 		{name: "resolution of a decided intent", method: "POST", path: "/v1/intents/I-D-SPEC/resolution", body: `{"state":"sent"}`, code: 409},

@@ -234,6 +234,7 @@ type funnelView struct {
 var funnelStates = []struct{ state, color string }{
 	{"sent", "#16a34a"}, {"delivered", "#15803d"}, {"deferred", "#2563eb"}, {"suppressed", "#64748b"},
 	{"failed", "#dc2626"}, {"sent_unconfirmed", "#d97706"}, {"undelivered", "#f97316"}, {"rejected", "#7c3aed"},
+	{"canceled", "#0891b2"},
 }
 
 func toFunnel(f opsdata.Funnel) funnelView {

@@ -64,9 +64,12 @@ type Deps struct {
 	Resolver  Resolver
 	Topics    kafkaio.Topics
 	Ready     []Check
-	Previewer Previewer        // answers POST /v1/intents/preview (nil: 503)
-	Sandbox   *sandbox.Sandbox // dev only: exposes /v1/sandbox
-	Gatherer  prometheus.Gatherer
+	Previewer Previewer // answers POST /v1/intents/preview (nil: 503)
+	Canceler  Canceler  // POST /v1/intents/{id}/cancel (nil: 503)
+	// Canceled counts a cancellation (dispatcher_decisions_total).
+	Canceled func(reason string)
+	Sandbox  *sandbox.Sandbox // dev only: exposes /v1/sandbox
+	Gatherer prometheus.Gatherer
 
 	// Opt-outs and webhooks.
 	OptOuts       OptOutRecorder
@@ -151,6 +154,7 @@ func New(d Deps) (*Server, error) {
 	v1.POST("/intents/preview", s.postPreview, read)
 	v1.GET("/intents/:id", s.getIntent, read)
 	v1.POST("/intents/:id/resolution", s.postResolution, admin)
+	v1.POST("/intents/:id/cancel", s.postCancel, write)
 	v1.GET("/debtors/:id/contacts", s.getContacts, read)
 	v1.POST("/debtors/:id/conversations", s.postConversation, write)
 	v1.GET("/debtors/:id/optouts", s.getOptOuts, read)
