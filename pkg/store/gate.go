@@ -124,6 +124,11 @@ func (s *Store) Gate(ctx context.Context, r GateRequest) (GateResult, error) {
 // and the entry Gate would have written (seq 0), of a what-if.
 func (s *Store) GatePreview(ctx context.Context, r GateRequest) (GateResult, error) {
 	r.Preview = true
+	if elsewhere, err := s.boundElsewhere(ctx, r.ID, r.DebtorID); err != nil {
+		return GateResult{}, err
+	} else if elsewhere {
+		return GateResult{Outcome: Conflict}, nil
+	}
 	keys, args, err := s.gateArgs(r)
 	if err != nil {
 		return GateResult{}, err
@@ -147,6 +152,42 @@ func (s *Store) GatePreview(ctx context.Context, r GateRequest) (GateResult, err
 // order, each atomically, so the decisions are those of calling Gate for
 // each in turn.
 func (s *Store) GateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, error) {
+	// Bind every id first (one round trip): an id bound to another debtor
+	// is a conflict and never reaches the gate.
+	ids, debtors := make([]string, len(rs)), make([]string, len(rs))
+	for i, r := range rs {
+		ids[i], debtors[i] = r.ID, r.DebtorID
+	}
+	ours, err := s.bindBatch(ctx, ids, debtors)
+	if err != nil {
+		return nil, err
+	}
+	var pass []GateRequest
+	for i, r := range rs {
+		if ours[i] {
+			pass = append(pass, r)
+		}
+	}
+	res, err := s.gateBatch(ctx, pass)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]GateResult, len(rs))
+	for i, k := 0, 0; i < len(rs); i++ {
+		if !ours[i] {
+			out[i] = GateResult{Outcome: Conflict}
+			continue
+		}
+		out[i] = res[k]
+		k++
+	}
+	return out, nil
+}
+
+func (s *Store) gateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, error) {
+	if len(rs) == 0 {
+		return nil, nil
+	}
 	keys := make([][]string, len(rs))
 	args := make([][]any, len(rs))
 	for i, r := range rs {

@@ -58,7 +58,9 @@ func (s *Store) ApplyEvents(ctx context.Context, evs []status.Event, now time.Ti
 		}
 		cmds = append(cmds, applyScript.EvalSha(ctx, pipe, []string{s.keys.Record(ev.DebtorID, ev.ID)},
 			ev.ID, ev.DebtorID, ev.Seq, ms(ev.At), string(ev.State), ev.Reason, ev.Channel, entry, s.ttlSec))
-		pipe.SetArgs(ctx, s.keys.Index(ev.ID), ev.DebtorID, redis.SetArgs{TTL: s.ttl})
+		// The first debtor an id was decided for keeps it (events of an
+		// id are in order on their partition).
+		pipe.SetArgs(ctx, s.keys.Index(ev.ID), ev.DebtorID, redis.SetArgs{Mode: "NX", TTL: s.ttl})
 	}
 	if len(cmds) == 0 {
 		return 0, nil

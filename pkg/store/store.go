@@ -148,6 +148,11 @@ type ClaimResult struct {
 
 // Claim runs lua/claim.lua: one round trip (the id index is pipelined with it).
 func (s *Store) Claim(ctx context.Context, r ClaimRequest) (ClaimResult, error) {
+	if err := s.Bind(ctx, r.ID, r.DebtorID); errors.Is(err, ErrIDConflict) {
+		return ClaimResult{Outcome: Conflict}, nil
+	} else if err != nil {
+		return ClaimResult{}, err
+	}
 	entry, err := encodeEntry(r.Entry)
 	if err != nil {
 		return ClaimResult{}, err
@@ -275,6 +280,9 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 // was known already, its record is left as it is: created is false and state
 // is the record's.
 func (s *Store) Accept(ctx context.Context, id, debtorID, template string, e status.Entry) (created bool, state status.State, err error) {
+	if err := s.Bind(ctx, id, debtorID); err != nil {
+		return false, "", err
+	}
 	entry, err := encodeEntry(e)
 	if err != nil {
 		return false, "", err

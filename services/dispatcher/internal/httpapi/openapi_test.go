@@ -522,6 +522,7 @@ func specCases(s *Server, sd seeded) []specCase {
 		{name: "intent record with its audit trail", method: "GET", path: "/v1/intents/I-GATE", code: 200,
 			want: []string{`"rule":"cn.sms.daily"`, `"profile":"cn-bank"`, `"source":"GB/T 45251`, `"until":"2026-11-23T08:00:00Z"`, `"inputs":{"zones":["Asia/Shanghai"]`}},
 		{name: "intent unknown", method: "GET", path: "/v1/intents/I-NOPE", code: 404},
+		{name: "an intent id reused for another debtor", method: "POST", path: "/v1/intents", body: intentWith("I-D-SPEC", nil), code: 409, want: []string{`"id_conflict"`, `"debtor_id"`}},
 		{name: "cancel before the intent arrives", method: "POST", path: "/v1/intents/I-CANCEL-EARLY/cancel", body: `{"reason":"paid","debtor_id":"D-C"}`, code: 200, want: []string{`"state":"canceled"`, `"reason":"paid"`}},
 		{name: "cancel a sent intent", method: "POST", path: "/v1/intents/I-D-SPEC/cancel", body: `{"reason":"paid"}`, code: 409, want: []string{`"sent"`}},
 		{name: "cancel an unknown intent", method: "POST", path: "/v1/intents/I-NOPE/cancel", body: `{"reason":"paid"}`, code: 404},

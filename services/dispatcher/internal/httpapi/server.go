@@ -317,6 +317,11 @@ func (s *Server) postIntent(c echo.Context) error {
 	url := "/v1/intents/" + in.ID
 	// The record first, so a GET right after the 202 finds it.
 	created, st, err := s.Store.Accept(ctx, in.ID, in.DebtorID, in.Template, status.Entry{At: now, State: status.Accepted, Detail: "received over HTTP"})
+	if errors.Is(err, store.ErrIDConflict) {
+		// An id binds to one debtor forever: never sent, never shown, for another.
+		return c.JSON(http.StatusConflict, Problem{Error: "intent " + in.ID + " belongs to another debtor",
+			Fields: []intent.FieldError{{Field: "debtor_id", Code: "id_conflict", Message: "this intent id was first given for another debtor_id; an intent id binds to one debtor forever"}}})
+	}
 	if err != nil {
 		return err
 	}

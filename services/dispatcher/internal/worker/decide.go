@@ -45,14 +45,20 @@ func (w *Worker) decide(ctx context.Context, m kafka.Message) ([]kafka.Message, 
 		return w.reject(ctx, m, in, err)
 	}
 	now := w.Now()
-	if in.ExpiresAt != nil && !now.Before(*in.ExpiresAt) {
-		return w.endEntry(ctx, in, status.Entry{State: status.Suppressed, Reason: status.ReasonExpired,
+	var recs []kafka.Message
+	switch e, never := w.neverAllowed(in, now); {
+	case in.ExpiresAt != nil && !now.Before(*in.ExpiresAt):
+		recs, err = w.endEntry(ctx, in, status.Entry{State: status.Suppressed, Reason: status.ReasonExpired,
 			Detail: "expires_at has passed", Rule: policy.RuleExpiresAt})
+	case never:
+		recs, err = w.endEntry(ctx, in, e)
+	default:
+		recs, err = w.send(ctx, m, in)
 	}
-	if e, never := w.neverAllowed(in, now); never {
-		return w.endEntry(ctx, in, e)
+	if errors.Is(err, errIDConflict) {
+		return w.conflict(m, in), nil
 	}
-	return w.send(ctx, m, in)
+	return recs, err
 }
 
 // neverAllowed reports whether no candidate channel of in can ever be
@@ -99,6 +105,39 @@ func (w *Worker) reject(ctx context.Context, m kafka.Message, in intent.Intent, 
 	if errors.As(cause, &ie) && len(ie.Fields) > 0 {
 		code = ie.Fields[0].Code
 	}
+	out := w.dlq(m, reason, code)
+	if !usableIDs(in, ie) {
+		w.count(status.Rejected, status.ReasonInvalid, "")
+		return out, nil
+	}
+	recs, err := w.endWithout(ctx, in, status.Rejected, status.ReasonInvalid, reason)
+	if errors.Is(err, errIDConflict) {
+		// The id is another debtor's: the DLQ record is all there is.
+		w.count(status.Rejected, status.ReasonInvalid, "")
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return append(out, recs...), nil
+}
+
+// errIDConflict: the intent's id is bound to another debtor.
+var errIDConflict = errors.New("the intent id belongs to another debtor")
+
+// CodeIDConflict is the DLQ code of an intent whose id another debtor's
+// intent has.
+const CodeIDConflict = "id_conflict"
+
+// conflict dead-letters an intent whose id is bound to another debtor:
+// never decided, never recorded, never shown in place of the original.
+func (w *Worker) conflict(m kafka.Message, in intent.Intent) []kafka.Message {
+	w.count(status.Rejected, CodeIDConflict, "")
+	return w.dlq(m, "id: intent "+in.ID+" belongs to another debtor_id: an intent id binds to one debtor forever", CodeIDConflict)
+}
+
+// dlq is m's record on the DLQ with its reason and code.
+func (w *Worker) dlq(m kafka.Message, reason, code string) []kafka.Message {
 	headers := append([]kafka.Header{}, m.Headers...)
 	headers = append(headers,
 		kafka.Header{Key: kafkaio.HeaderReason, Value: []byte(reason)},
@@ -116,20 +155,10 @@ func (w *Worker) reject(ctx context.Context, m kafka.Message, in intent.Intent, 
 			kafka.Header{Key: kafkaio.HeaderSHA256, Value: []byte(hex.EncodeToString(sum[:]))})
 		value = value[:dlqKeep]
 	}
-	out := []kafka.Message{{Topic: w.Topics.DLQ, Key: m.Key, Value: value, Headers: headers}}
 	w.Metrics.DLQ.WithLabelValues(code).Inc()
 	w.Ops.Rejected(code, reason, w.Now().UTC())
 	w.Log.Warn("intent rejected to the DLQ", "partition", m.Partition, "offset", m.Offset, "reason", reason)
-
-	if !usableIDs(in, ie) {
-		w.count(status.Rejected, status.ReasonInvalid, "")
-		return out, nil
-	}
-	recs, err := w.endWithout(ctx, in, status.Rejected, status.ReasonInvalid, reason)
-	if err != nil {
-		return nil, err
-	}
-	return append(out, recs...), nil
+	return []kafka.Message{{Topic: w.Topics.DLQ, Key: m.Key, Value: value, Headers: headers}}
 }
 
 // dlqKeep is the most of a rejected value the DLQ keeps: well under the
@@ -179,6 +208,8 @@ func (w *Worker) endEntry(ctx context.Context, in intent.Intent, e status.Entry)
 		return w.events(in.ID, in.DebtorID, e)
 	case store.Busy:
 		return nil, &busyError{id: in.ID, owner: res.Owner, until: res.LeaseUntil}
+	case store.Conflict:
+		return nil, errIDConflict
 	default: // Duplicate (Stale cannot happen for an end state)
 		return w.duplicate(ctx, in)
 	}
@@ -290,6 +321,8 @@ func (w *Worker) afterGate(ctx context.Context, j *job, res store.GateResult, ow
 		return w.settled(recs, in, reinjected), nil, err
 	case store.Busy:
 		return nil, nil, &busyError{id: in.ID, owner: res.Holder, until: res.Until}
+	case store.Conflict:
+		return w.conflict(m, in), nil, nil
 	case store.Stale:
 		// Either our own claim from an earlier try of this very call (nothing
 		// was sent), or the previous holder died while sending: the provider

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/contactd/dispatcher/pkg/intent"
+	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 )
@@ -105,5 +108,64 @@ func TestExpiryNotDecidedByJitter(t *testing.T) {
 	if rec, _ := f.st.GetFor(ctx, in.DebtorID, in.ID); rec.State != status.Suppressed || rec.Reason != status.ReasonExpired {
 		t.Errorf("expires 07:00, window opens 08:00: %s/%s, want suppressed/expired", rec.State, rec.Reason)
 	}
-	_ = intent.SMS
+}
+
+// The same intent id for another debtor over Kafka: dead-lettered with
+// id_conflict, never sent, and the record stays the first debtor's; an
+// invalid record reusing the id does not overwrite it either. By the single
+// path and by a lane's batch.
+func TestIDConflictOverKafka(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, true)
+	f.w.Profile = loadProfile(t, "cn-bank")
+	f.now = time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
+	first := sampleIntent("I-shared")
+	if _, err := f.w.Decide(ctx, msgOf(t, first)); err != nil {
+		t.Fatal(err)
+	}
+	dlqCode := func(recs []kafka.Message) string {
+		for _, r := range recs {
+			if r.Topic == kafkaio.DefaultTopics.DLQ {
+				return kafkaio.Header(r, kafkaio.HeaderCode)
+			}
+		}
+		return ""
+	}
+	other := first
+	other.DebtorID = "D-OTHER"
+	f.now = f.now.Add(2 * time.Hour)
+	recs, err := f.w.Decide(ctx, msgOf(t, other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := dlqCode(recs); c != CodeIDConflict {
+		t.Errorf("DLQ code %q, want %s", c, CodeIDConflict)
+	}
+	if len(events(t, recs)) != 0 {
+		t.Error("a conflicting intent published status events")
+	}
+	invalid := other
+	invalid.Template = "no_such_template"
+	recs, err = f.w.Decide(ctx, msgOf(t, invalid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dlqCode(recs) == "" || len(events(t, recs)) != 0 {
+		t.Errorf("an invalid intent reusing the id: %d records, events %v", len(recs), events(t, recs))
+	}
+	// And in a batch, between two valid intents of D-OTHER.
+	a, b := sampleIntent("I-a"), sampleIntent("I-b")
+	a.DebtorID, b.DebtorID = "D-OTHER", "D-OTHER"
+	b.Channels, b.To.Email = []intent.Channel{intent.Email}, "o@example.cn"
+	out, done, _ := f.w.decideBatch(ctx, ctx, []kafka.Message{msgOf(t, a), msgOf(t, other), msgOf(t, b)})
+	if done != 3 || dlqCode(out) != CodeIDConflict {
+		t.Errorf("batch: %d decided, DLQ code %q", done, dlqCode(out))
+	}
+	if n := f.sb.Counts()["I-shared"]; n != 1 {
+		t.Errorf("I-shared handed to the provider %d times, want 1", n)
+	}
+	rec, err := f.st.Get(ctx, "I-shared")
+	if err != nil || rec.DebtorID != "D-1001" || rec.State != status.Sent {
+		t.Errorf("GET I-shared = %s/%s %v, want D-1001's sent record", rec.DebtorID, rec.State, err)
+	}
 }

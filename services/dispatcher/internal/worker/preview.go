@@ -130,6 +130,9 @@ func (pv *Previewer) Preview(ctx context.Context, in intent.Intent, at time.Time
 	case store.Suppressed:
 		out.Decision, out.Reason, out.Rule = PreviewSuppress, res.Rule, e.Rule
 		out.Source = p.Source(e.Rule)
+	case store.Conflict:
+		out.Decision, out.Reason = PreviewReject, CodeIDConflict
+		out.Errors = []intent.FieldError{{Field: "debtor_id", Code: CodeIDConflict, Message: "this intent id belongs to another debtor_id"}}
 	case store.Duplicate, store.Busy, store.Stale:
 		// The id was decided (or is being sent): the gate would not send it again.
 		out.Decision, out.Reason = PreviewSuppress, status.ReasonDuplicate
