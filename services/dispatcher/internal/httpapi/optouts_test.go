@@ -226,13 +226,19 @@ func TestStatusCallbacks(t *testing.T) {
 		t.Errorf("state %s with %d entries, want delivered with sending, sent, delivered", rec.State, len(rec.Timeline))
 	}
 
-	// A call answered counts as connected for the voice caps.
+	// A call answered counts as connected for the voice caps — only a call
+	// we placed: the intent's record holds its CallSid (SMD-CALL here).
 	indexNumber(t, st, "D-CALL", "+8613600136000")
 	cpath := "/webhooks/twilio/status?debtor_id=D-CALL&intent_id=I-D-CALL"
-	for _, cs := range []string{"ringing", "in-progress", "completed", "completed"} {
-		form := url.Values{"CallSid": {"CA1"}, "CallStatus": {cs}}
-		webhook(t, s, cpath, form, twilioSign(twilioToken, "https://collect.bank.example"+cpath, form))
+	call := func(path, sid, cs string) {
+		form := url.Values{"CallSid": {sid}, "CallStatus": {cs}}
+		webhook(t, s, path, form, twilioSign(twilioToken, "https://collect.bank.example"+path, form))
 	}
+	for _, cs := range []string{"ringing", "in-progress", "completed", "completed"} {
+		call(cpath, "SMD-CALL", cs)
+	}
+	call(cpath, "CA-NOT-OURS", "completed")                                                     // another call's id
+	call("/webhooks/twilio/status?debtor_id=D-CALL&intent_id=I-NEVER-SENT", "CA2", "completed") // no such intent
 	key := st.Keys().Stream("D-CALL", store.Stream{Event: policy.EventConnected, Channel: "voice", Scope: policy.ScopeDebtor})
 	rdbStates, _ := st.Counters(ctx, "D-CALL", []store.Check{{Stream: store.Stream{Event: policy.EventConnected, Channel: "voice", Scope: policy.ScopeDebtor}, Since: now.Add(-time.Hour), Limit: 3}})
 	if rdbStates[0].Count != 1 {

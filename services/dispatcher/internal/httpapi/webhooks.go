@@ -161,18 +161,19 @@ func (s *Server) postStatus(c echo.Context) error {
 	}
 	ctx := r.Context()
 	now := s.Now().UTC()
-	if r.FormValue("CallSid") != "" && (raw == "in-progress" || raw == "answered" || raw == "completed") && r.FormValue("AnsweredBy") != "machine_start" {
-		// A connected call counts against the daily cap of connected calls.
-		st := store.Stream{Event: policy.EventConnected, Channel: string(intent.Voice), Scope: policy.ScopeDebtor}
-		if err := s.Webhooks.RecordEvent(ctx, debtor, st, sid, now, s.Profile.MaxLookback()); err != nil {
-			return err
-		}
-	}
 	e := status.Entry{At: now, State: st, Reason: "callback", Provider: "twilio", ProviderID: sid,
 		ErrorCode: r.FormValue("ErrorCode"), Detail: "twilio: " + raw}
 	res, err := s.Webhooks.Callback(ctx, debtor, id, sid, e)
 	if err != nil {
 		return err
+	}
+	if res.Outcome != "unknown" && r.FormValue("CallSid") != "" && (raw == "in-progress" || raw == "answered" || raw == "completed") && r.FormValue("AnsweredBy") != "machine_start" {
+		// A connected call counts against the daily cap of connected calls —
+		// only for a call we placed: the intent's record holds this CallSid.
+		st := store.Stream{Event: policy.EventConnected, Channel: string(intent.Voice), Scope: policy.ScopeDebtor}
+		if err := s.Webhooks.RecordEvent(ctx, debtor, st, sid, now, s.Profile.MaxLookback()); err != nil {
+			return err
+		}
 	}
 	if res.Outcome == "ok" {
 		s.OpsRec.Decision(string(st), "callback", "")
