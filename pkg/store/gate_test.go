@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,10 +50,14 @@ func TestGatePreviewWritesNothing(t *testing.T) {
 			}
 			keys := func() map[string]string {
 				out := map[string]string{}
+				var mu sync.Mutex // ForEachMaster scans the masters at once
 				scan := func(ctx context.Context, c *redis.Client) error {
 					iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 					for iter.Next(ctx) {
-						out[iter.Val()] = c.Dump(ctx, iter.Val()).Val()
+						v := c.Dump(ctx, iter.Val()).Val()
+						mu.Lock()
+						out[iter.Val()] = v
+						mu.Unlock()
 					}
 					return iter.Err()
 				}
