@@ -45,7 +45,16 @@ type OptOut struct {
 	// "api-key:<id>" for a change through the API (the key's id, never the
 	// key). Empty on records written before actors were recorded.
 	Actor string `json:"actor,omitempty"`
+	// A hold (Channel "hold:<id>"): the debt it is on ("" for every debt
+	// of the debtor) and, for a pause, its end in unix ms (0: a hold that
+	// cancels until it is lifted). Holds ride the opt-out topic and hash:
+	// durable and rebuilt the same way, read by the gate in the same call.
+	DebtID  string `json:"debt_id,omitempty"`
+	UntilMS int64  `json:"until_ms,omitempty"`
 }
+
+// HoldPrefix starts the Channel of a hold record: "hold:<id>".
+const HoldPrefix = "hold:"
 
 // ByDebtor reports whether the debtor made this opt-out themself (the link,
 // an SMS reply, or a provider reporting their unsubscribe): lifting one

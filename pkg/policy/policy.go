@@ -161,10 +161,11 @@ const (
 	RuleDoNotContact = "do-not-contact"
 	RuleExpiresAt    = "expires_at"
 	RuleNotBefore    = "not-before"
+	RuleHold         = "hold"
 )
 
 // BuiltinRules lists the built-in rule ids.
-var BuiltinRules = []string{RuleOptOut, RuleDoNotContact, RuleExpiresAt, RuleNotBefore}
+var BuiltinRules = []string{RuleOptOut, RuleDoNotContact, RuleExpiresAt, RuleNotBefore, RuleHold}
 
 // defaultBuiltinSources are the sources of the built-in rules when a
 // profile states none.
@@ -173,6 +174,7 @@ var defaultBuiltinSources = map[string]string{
 	RuleDoNotContact: "A legal do-not-contact state recorded for the debtor (cease and desist, represented by an attorney, dispute open): no contact on any channel.",
 	RuleExpiresAt:    "The intent's expires_at: the sending system's instruction that the reminder no longer applies after it.",
 	RuleNotBefore:    "The intent's not_before: the sending system's instruction not to contact the debtor before it.",
+	RuleHold:         "A hold the bank placed on the debtor or one debt (paid, settled, a promise to pay, deceased, bankruptcy): no contact while it stands; a hold with an end pauses contact until then.",
 }
 
 // Source returns the legal source of a rule of the profile, or of a

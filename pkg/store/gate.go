@@ -85,6 +85,8 @@ type GateRequest struct {
 	// Preview decides without writing anything: no record, no lease, no
 	// contact counted (GatePreview sets it).
 	Preview bool
+	// DebtID is the intent's debt: holds on that debt apply.
+	DebtID string
 }
 
 // ErrStateLost says Redis lost its data (the state marker is gone): nothing
@@ -95,6 +97,9 @@ var ErrStateLost = errors.New("store: Redis lost the dispatcher's state; rebuild
 const (
 	Deferred   Outcome = "deferred"
 	Suppressed Outcome = "suppressed"
+	// Canceled: a hold without an end on the debtor (or the intent's debt)
+	// canceled it; Rule is the hold's reason.
+	Canceled Outcome = "canceled"
 )
 
 // GateResult is the gate's decision.
@@ -256,7 +261,7 @@ func (s *Store) gateArgs(r GateRequest) ([]string, []any, error) {
 		preview = "1"
 	}
 	args = append(args, r.ID, r.DebtorID, ms(r.Now), ms(r.LeaseUntil), r.Owner, s.ttlSec, r.Template,
-		r.Retention.Milliseconds(), ms(r.ExpiresAt), base, len(r.Candidates), check, preview)
+		r.Retention.Milliseconds(), ms(r.ExpiresAt), base, len(r.Candidates), check, preview, r.DebtID)
 	for _, c := range r.Candidates {
 		ok := "0"
 		if c.WindowOK {

@@ -4,6 +4,8 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -33,14 +35,85 @@ func (s *Store) RemoveOptOut(ctx context.Context, debtorID, field string) error 
 }
 
 // OptOutsOf returns a debtor's opt-out fields and their values (the
-// aggregate "dnc" field left out).
+// aggregate "dnc" field, and holds, left out).
 func (s *Store) OptOutsOf(ctx context.Context, debtorID string) (map[string]string, error) {
 	h, err := s.rdb.HGetAll(ctx, s.keys.OptOuts(debtorID)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: opt-outs: %w", err)
 	}
 	delete(h, "dnc")
+	delete(h, "holds")
+	for f := range h {
+		if strings.HasPrefix(f, holdField) {
+			delete(h, f)
+		}
+	}
 	return h, nil
+}
+
+// holdField starts a hold's field in the opt-out hash ("hold:<id>").
+const holdField = "hold:"
+
+// HoldsOf returns a debtor's holds: hold id → the record as JSON.
+func (s *Store) HoldsOf(ctx context.Context, debtorID string) (map[string]string, error) {
+	h, err := s.rdb.HGetAll(ctx, s.keys.OptOuts(debtorID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: holds: %w", err)
+	}
+	out := map[string]string{}
+	for f, v := range h {
+		if id, ok := strings.CutPrefix(f, holdField); ok {
+			out[id] = v
+		}
+	}
+	return out, nil
+}
+
+// Pending is an intent of a debtor not yet sent nor ended.
+type Pending struct {
+	ID, DebtID string
+	State      status.State
+}
+
+// PendingOf lists a debtor's intents that are accepted or deferred (the
+// debt is known once an intent passed the gate). Its records share the
+// debtor's hash slot, so on a cluster one node answers.
+func (s *Store) PendingOf(ctx context.Context, debtorID string) ([]Pending, error) {
+	match := s.keys.Record(debtorID, "*")
+	var out []Pending
+	var mu sync.Mutex
+	scan := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, match, 500).Iterator()
+		for iter.Next(ctx) {
+			v, err := c.HMGet(ctx, iter.Val(), "id", "state", "debt").Result()
+			if err != nil {
+				return err
+			}
+			st, _ := v[1].(string)
+			if st != string(status.Accepted) && st != string(status.Deferred) {
+				continue
+			}
+			id, _ := v[0].(string)
+			debt, _ := v[2].(string)
+			mu.Lock()
+			out = append(out, Pending{ID: id, DebtID: debt, State: status.State(st)})
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	var err error
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, scan)
+	case *redis.Client:
+		err = scan(ctx, c)
+	default:
+		err = fmt.Errorf("store: pending: unsupported client %T", s.rdb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: pending: %w", err)
+	}
+	return out, nil
 }
 
 // CallbackResult says what a delivery callback did.

@@ -191,7 +191,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	d := httpapi.Deps{
 		Publisher: s.writer, Store: s.store, Templates: cat, Topics: topics, Gatherer: s.Reg, Log: log,
 		Profile: s.Profile, Contacts: s.store, Ops: s.store, Resolver: s.store,
-		Previewer: worker.NewPreviewer(s.store, cat, s.Profile), Canceler: s.store,
+		Previewer: worker.NewPreviewer(s.store, cat, s.Profile), Canceler: s.store, Holds: s.store,
 		Canceled: func(reason string) { s.metrics().Decisions.WithLabelValues(string(status.Canceled), reason).Inc() },
 		OptOuts:  recorder, OptOutReader: s.store, OptOutKeys: optoutKeys, Webhooks: s.store,
 		PublicBaseURL: cfg.PublicBaseURL, TwilioAuthToken: cfg.Twilio.AuthToken, AllowUnsigned: roles.Dev,

@@ -35,7 +35,8 @@
 --          its data: opt-outs and records must be rebuilt first)
 -- ARGV[13] "1": preview: decide as above but write nothing (no record, no
 --          lease, no stream entry): what the gate would decide now
--- ARGV[14..] per candidate:
+-- ARGV[14] the intent's debt id ("" if none): holds on a debt apply to it
+-- ARGV[15..] per candidate:
 --   channel, masked address (json), window: "1" allowed or "0"; window next
 --   (ms), window rule id (json), window rule kind,
 --   number of checks; per check: stream key index (into KEYS), since (ms),
@@ -97,6 +98,7 @@ local function write(state, reason, channel, fields)
     table.insert(hf, 'created'); table.insert(hf, now)
   end
   if channel ~= '' then table.insert(hf, 'channel'); table.insert(hf, channel) end
+  if ARGV[14] ~= '' then table.insert(hf, 'debt'); table.insert(hf, ARGV[14]) end
   if state == 'sending' then
     table.insert(hf, 'owner'); table.insert(hf, owner)
     table.insert(hf, 'lease'); table.insert(hf, ARGV[4])
@@ -116,7 +118,24 @@ if dnc then
 end
 local all = redis.call('HGET', optouts, 'all')
 
-local i = 14
+-- Holds (the "holds" field of the opt-out hash, kept by optout.lua): one
+-- without until cancels the intent; one with until pauses it to then.
+local debt, pauseUntil = ARGV[14], 0
+local hs = redis.call('HGET', optouts, 'holds')
+if hs then
+  for _, h in ipairs(cjson.decode(hs)) do
+    if h.debt == '' or h.debt == debt then
+      if h['until'] == 0 then
+        local seq, entry = write('canceled', h.reason, '', {'"rule":"hold"', '"detail":' .. cjson.encode('hold ' .. h.id)})
+        return {'canceled', 'canceled', seq, h.reason, 0, '', entry}
+      elseif h['until'] > now and h['until'] > pauseUntil then
+        pauseUntil = h['until']
+      end
+    end
+  end
+end
+
+local i = 15
 local ncand = tonumber(ARGV[11])
 local best, bestRule, bestKind, bestChannel = nil, '', '', ''
 local optedOut, firstOpted = 0, ''
@@ -138,6 +157,9 @@ for _ = 1, ncand do
     local free, rule, kind = 0, '', ''
     if wok ~= '1' then
       free, rule, kind = wnext, wrule, wkind
+    end
+    if pauseUntil > free then
+      free, rule, kind = pauseUntil, '"hold"', 'hold'
     end
     for c = 0, nchk - 1 do
       local o = checks + c * 7
@@ -198,6 +220,7 @@ if bestKind == 'window' then reason = 'outside_hours'
 elseif bestKind == 'holiday' then reason = 'holiday'
 elseif bestKind == 'gap' then reason = 'min_gap'
 elseif bestKind == 'breaker' then reason = 'provider_down'
-elseif bestKind == 'not_before' then reason = 'not_before' end
+elseif bestKind == 'not_before' then reason = 'not_before'
+elseif bestKind == 'hold' then reason = 'hold' end
 local seq, entry = write('deferred', reason, bestChannel, fields)
 return {'deferred', 'deferred', seq, bestRule, best, bestChannel, entry}

@@ -104,7 +104,7 @@ func newSpecServer(t *testing.T) (*Server, *store.Store, *sandbox.Sandbox) {
 	d.OpsData, d.OpsRec = specOpsData{rdb: rdb, prefix: prefix}, rec
 	d.Ready = []Check{{Name: "redis", Ping: st.Ping}}
 	d.Previewer = worker.NewPreviewer(st, d.Templates.(worker.Templates), d.Profile)
-	d.Canceler = st
+	d.Canceler, d.Holds = st, st
 	s, err := New(d)
 	if err != nil {
 		t.Fatal(err)
@@ -349,6 +349,7 @@ func (failingPublisher) WriteMessages(context.Context, ...kafka.Message) error {
 // seeded are the data the cases read.
 type seeded struct {
 	token, expired, tampered, oneClick string
+	hold, hold2                        string // holds on D-HOLD to lift
 }
 
 func seedSpec(t *testing.T, s *Server, st *store.Store, sb *sandbox.Sandbox) seeded {
@@ -426,6 +427,15 @@ func seedSpec(t *testing.T, s *Server, st *store.Store, sb *sandbox.Sandbox) see
 	sd.oneClick = sign("wechat", now.Add(time.Hour))
 	sd.expired = sign("email", now.Add(-time.Second))
 	sd.tampered = sd.token[:len(sd.token)-3] + "AAA"
+	// Two holds to lift.
+	sd.hold, sd.hold2 = "H-SPEC-a", "H-SPEC-b"
+	for _, h := range []*string{&sd.hold, &sd.hold2} {
+		o := optout.OptOut{DebtorID: "D-HOLD", Channel: optout.HoldPrefix + *h, Source: optout.SourceBankRequest, Reason: "promise_to_pay", At: now, UntilMS: now.Add(48 * time.Hour).UnixMilli()}
+		b, _ := json.Marshal(o)
+		if err := st.SetOptOut(ctx, "D-HOLD", o.Channel, b); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return sd
 }
 
@@ -486,6 +496,12 @@ func specCases(s *Server, sd seeded) []specCase {
 		s.Publisher = failingPublisher{}
 		return func() { s.Publisher = old }
 	}
+	optoutsDown := func() func() {
+		old := s.OptOuts
+		rec := old.(*optout.Recorder)
+		s.OptOuts = &optout.Recorder{Topic: rec.Topic, Pub: failingPublisher{}, Hot: rec.Hot}
+		return func() { s.OptOuts = old }
+	}
 	return []specCase{
 		// What-if.
 		{name: "preview a send", method: "POST", path: "/v1/intents/preview?at=2026-11-23T11:00:00%2B08:00", body: intentWith("I-PREVIEW", nil), code: 200, want: []string{`"decision":"send"`, `"profile_version"`}},
@@ -523,6 +539,15 @@ func specCases(s *Server, sd seeded) []specCase {
 			want: []string{`"rule":"cn.sms.daily"`, `"profile":"cn-bank"`, `"source":"GB/T 45251`, `"until":"2026-11-23T08:00:00Z"`, `"inputs":{"zones":["Asia/Shanghai"]`}},
 		{name: "intent unknown", method: "GET", path: "/v1/intents/I-NOPE", code: 404},
 		{name: "an intent id reused for another debtor", method: "POST", path: "/v1/intents", body: intentWith("I-D-SPEC", nil), code: 409, want: []string{`"id_conflict"`, `"debtor_id"`}},
+		{name: "hold a debt", method: "POST", path: "/v1/debtors/D-HOLD/holds", body: `{"debt_id":"L-1","reason":"paid"}`, code: 201, want: []string{`"canceled":0`, `"active":true`}},
+		{name: "hold for no known reason", method: "POST", path: "/v1/debtors/D-HOLD/holds", body: `{"reason":"tired"}`, code: 400, badRequest: true},
+		{name: "hold while Kafka is down", method: "POST", path: "/v1/debtors/D-HOLD/holds", body: `{"reason":"paid"}`, code: 503, setup: optoutsDown},
+		{name: "lift a hold", method: "DELETE", path: "/v1/debtors/D-HOLD/holds/" + sd.hold, code: 200, want: []string{`"active":false`}},
+		{name: "lift a hold while Kafka is down", method: "DELETE", path: "/v1/debtors/D-HOLD/holds/" + sd.hold2, code: 503, setup: optoutsDown},
+		{name: "holds", method: "GET", path: "/v1/debtors/D-HOLD/holds", code: 200, want: []string{`"holds"`}},
+		{name: "holds of a bad debtor id", method: "GET", path: "/v1/debtors/D%20X/holds", code: 400, badRequest: true},
+		{name: "lift an unknown hold", method: "DELETE", path: "/v1/debtors/D-HOLD/holds/H-none", code: 404},
+		{name: "lift a hold of a bad debtor id", method: "DELETE", path: "/v1/debtors/D%20X/holds/H-none", code: 400, badRequest: true},
 		{name: "cancel before the intent arrives", method: "POST", path: "/v1/intents/I-CANCEL-EARLY/cancel", body: `{"reason":"paid","debtor_id":"D-C"}`, code: 200, want: []string{`"state":"canceled"`, `"reason":"paid"`}},
 		{name: "cancel a sent intent", method: "POST", path: "/v1/intents/I-D-SPEC/cancel", body: `{"reason":"paid"}`, code: 409, want: []string{`"sent"`}},
 		{name: "cancel an unknown intent", method: "POST", path: "/v1/intents/I-NOPE/cancel", body: `{"reason":"paid"}`, code: 404},

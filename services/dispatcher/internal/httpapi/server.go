@@ -66,6 +66,7 @@ type Deps struct {
 	Ready     []Check
 	Previewer Previewer // answers POST /v1/intents/preview (nil: 503)
 	Canceler  Canceler  // POST /v1/intents/{id}/cancel (nil: 503)
+	Holds     Holds     // the holds routes (nil: 503)
 	// Canceled counts a cancellation (dispatcher_decisions_total).
 	Canceled func(reason string)
 	Sandbox  *sandbox.Sandbox // dev only: exposes /v1/sandbox
@@ -156,6 +157,9 @@ func New(d Deps) (*Server, error) {
 	v1.POST("/intents/:id/resolution", s.postResolution, admin)
 	v1.POST("/intents/:id/cancel", s.postCancel, write)
 	v1.GET("/debtors/:id/contacts", s.getContacts, read)
+	v1.POST("/debtors/:id/holds", s.postHold, write)
+	v1.GET("/debtors/:id/holds", s.getHolds, read)
+	v1.DELETE("/debtors/:id/holds/:hold_id", s.deleteHold, write)
 	v1.POST("/debtors/:id/conversations", s.postConversation, write)
 	v1.GET("/debtors/:id/optouts", s.getOptOuts, read)
 	v1.PUT("/debtors/:id/optouts", s.putOptOut, write)

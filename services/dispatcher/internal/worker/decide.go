@@ -312,6 +312,11 @@ func (w *Worker) afterGate(ctx context.Context, j *job, res store.GateResult, ow
 			return nil, nil, err
 		}
 		return append(recs, d), nil, nil
+	case store.Canceled:
+		// A hold on the debtor or the debt, without an end.
+		w.count(status.Canceled, res.Rule, "")
+		recs, err = w.events(in.ID, in.DebtorID, res.Entry)
+		return w.settled(recs, in, reinjected), nil, err
 	case store.Suppressed:
 		w.count(status.Suppressed, res.Rule, res.Channel)
 		recs, err = w.events(in.ID, in.DebtorID, res.Entry)
@@ -491,7 +496,7 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (sto
 		chans = chans[:1]
 	}
 	req := store.GateRequest{
-		ID: in.ID, DebtorID: in.DebtorID, Owner: token, Template: in.Template,
+		ID: in.ID, DebtorID: in.DebtorID, DebtID: in.DebtID, Owner: token, Template: in.Template,
 		Now: now, LeaseUntil: now.Add(w.cfg.lease()), Retention: p.MaxLookback(),
 		Entry: status.Entry{At: now, Worker: w.cfg.Owner, Profile: p.Name, Version: p.Version, Inputs: &status.Inputs{}},
 	}

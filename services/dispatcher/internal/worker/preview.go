@@ -130,6 +130,9 @@ func (pv *Previewer) Preview(ctx context.Context, in intent.Intent, at time.Time
 	case store.Suppressed:
 		out.Decision, out.Reason, out.Rule = PreviewSuppress, res.Rule, e.Rule
 		out.Source = p.Source(e.Rule)
+	case store.Canceled:
+		out.Decision, out.Reason, out.Rule = PreviewSuppress, res.Rule, "hold"
+		out.Detail = e.Detail
 	case store.Conflict:
 		out.Decision, out.Reason = PreviewReject, CodeIDConflict
 		out.Errors = []intent.FieldError{{Field: "debtor_id", Code: CodeIDConflict, Message: "this intent id belongs to another debtor_id"}}
