@@ -16,6 +16,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/status"
+	"github.com/contactd/dispatcher/pkg/store"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/worker"
 )
 
@@ -27,20 +28,10 @@ func (idleReader) FetchMessage(ctx context.Context) (kafka.Message, error) {
 }
 func (idleReader) CommitMessages(context.Context, ...kafka.Message) error { return nil }
 
-// A canceled intent is never sent: deferred and canceled, then released by
-// the scheduler; canceled before it arrived; and, under a race with two
-// workers deciding it, never both sent and answered 200.
-func TestCancelAgainstTheGate(t *testing.T) {
-	ctx := context.Background()
-	night := time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC) // 23:00 in Shanghai
-	morning := night.Add(10 * time.Hour)
-	clock := night
-	var clockMu sync.Mutex
-	now := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return clock }
-	s, st := newServer(t, "cn-bank", night)
-	s.Now = now
-	pub := &recordingPublisher{}
-	s.Publisher, s.Canceler = pub, st
+// twoWorkers are two worker replicas deciding on the server's store and
+// profile, sending through one sandbox, on the clock now.
+func twoWorkers(t *testing.T, s *Server, st *store.Store, now func() time.Time) (*sandbox.Sandbox, *worker.Worker, *worker.Worker) {
+	t.Helper()
 	sb, err := sandbox.New(sandbox.Config{Idempotent: true})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +48,24 @@ func TestCancelAgainstTheGate(t *testing.T) {
 		}
 		return w
 	}
-	w1, w2 := newWorker("w1"), newWorker("w2")
+	return sb, newWorker("w1"), newWorker("w2")
+}
+
+// A canceled intent is never sent: deferred and canceled, then released by
+// the scheduler; canceled before it arrived; and, under a race with two
+// workers deciding it, never both sent and answered 200.
+func TestCancelAgainstTheGate(t *testing.T) {
+	ctx := context.Background()
+	night := time.Date(2026, 11, 23, 15, 0, 0, 0, time.UTC) // 23:00 in Shanghai
+	morning := night.Add(10 * time.Hour)
+	clock := night
+	var clockMu sync.Mutex
+	now := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return clock }
+	s, st := newServer(t, "cn-bank", night)
+	s.Now = now
+	pub := &recordingPublisher{}
+	s.Publisher, s.Canceler = pub, st
+	sb, w1, w2 := twoWorkers(t, s, st, now)
 	msg := func(id, debtor string) kafka.Message {
 		body := intentWith(id, func(m map[string]any) {
 			m["debtor_id"], m["channels"], m["fallback"] = debtor, []string{"sms"}, false

@@ -12,8 +12,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/contactd/dispatcher/pkg/channel/sandbox"
-	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/optout"
 	"github.com/contactd/dispatcher/pkg/status"
@@ -38,23 +36,7 @@ func TestHolds(t *testing.T) {
 	pub := &recordingPublisher{}
 	s.Publisher, s.Canceler, s.Holds = pub, st, st
 	s.OptOuts = &optout.Recorder{Topic: kafkaio.DefaultTopics.OptOuts, Pub: pub, Hot: st}
-	sb, err := sandbox.New(sandbox.Config{Idempotent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	senders := map[intent.Channel]worker.Sender{}
-	for _, ch := range intent.Channels {
-		senders[ch] = sb
-	}
-	newWorker := func(owner string) *worker.Worker {
-		w, err := worker.New(worker.Config{Owner: owner}, worker.Deps{Reader: idleReader{}, Publisher: nopPublisher{}, Store: st,
-			Templates: s.Templates.(worker.Templates), Profile: s.Profile, Senders: senders, Now: now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return w
-	}
-	w1, w2 := newWorker("w1"), newWorker("w2")
+	sb, w1, w2 := twoWorkers(t, s, st, now)
 	msg := func(id, debtor, debt string) kafka.Message {
 		body := intentWith(id, func(m map[string]any) {
 			m["debtor_id"], m["debt_id"], m["channels"], m["fallback"] = debtor, debt, []string{"sms"}, false
