@@ -1,6 +1,9 @@
 package channel
 
-import "net/http"
+import (
+	"net/http"
+	"time"
+)
 
 // DefaultConcurrency is how many calls an HTTP provider adapter keeps
 // connections for when its configuration does not say.
@@ -22,5 +25,10 @@ func Transport(n int) *http.Transport {
 	t.MaxIdleConns = n
 	t.MaxIdleConnsPerHost = n
 	t.MaxConnsPerHost = n
+	// Drop an idle connection well before a provider's load balancer does
+	// (60 s and 75 s are common): a POST written on a connection the server
+	// is closing has an unknown outcome, and a non-idempotent provider's
+	// unknown outcome is never resent.
+	t.IdleConnTimeout = 30 * time.Second
 	return t
 }
