@@ -23,19 +23,18 @@ import (
 // deadlines, is a default clock the composition root replaces, or is a test
 // double or test helper stamping what it saw.
 var wallClockAllowed = map[string]string{
-	"pkg/channel/breaker/breaker.go:New":                       "default clock; the root injects its own",
-	"pkg/channel/breaker/breaker.go:Send":                      "measures a call's duration",
-	"pkg/channel/email/email.go:New":                           "default clock; the root injects its own",
-	"pkg/channel/ratelimit/ratelimit.go:New":                   "default clock; the root injects its own",
-	"pkg/channel/sandbox/sandbox.go:New":                       "default clock; the root injects its own",
-	"pkg/channel/twilio/twilio.go:newCaller":                   "default clock; the root injects its own",
-	"pkg/channel/wechat/wechat.go:New":                         "default clock; the root injects its own",
-	"pkg/kafkaio/replay.go:replayPartition":                    "a socket read deadline",
-	"services/dispatcher/internal/httpapi/server.go:New":       "default clock; the root injects its own",
-	"services/dispatcher/internal/worker/worker.go:New":        "default clock; the root injects its own",
-	"services/dispatcher/internal/worker/decide.go:call":       "measures a provider call's duration",
-	"services/dispatcher/internal/scheduler/scheduler.go:New":  "default clock; the root injects its own",
-	"services/dispatcher/internal/scheduler/scheduler.go:lead": "paces a metric publication (a duration)",
+	"pkg/channel/breaker/breaker.go:New":                      "default clock; the root injects its own",
+	"pkg/channel/breaker/breaker.go:Send":                     "measures a call's duration",
+	"pkg/channel/email/email.go:New":                          "default clock; the root injects its own",
+	"pkg/channel/ratelimit/ratelimit.go:New":                  "default clock; the root injects its own",
+	"pkg/channel/sandbox/sandbox.go:New":                      "default clock; the root injects its own",
+	"pkg/channel/twilio/twilio.go:newCaller":                  "default clock; the root injects its own",
+	"pkg/channel/wechat/wechat.go:New":                        "default clock; the root injects its own",
+	"pkg/kafkaio/replay.go:replayPartition":                   "a socket read deadline",
+	"services/dispatcher/internal/httpapi/server.go:New":      "default clock; the root injects its own",
+	"services/dispatcher/internal/worker/worker.go:New":       "default clock; the root injects its own",
+	"services/dispatcher/internal/worker/decide.go:call":      "measures a provider call's duration",
+	"services/dispatcher/internal/scheduler/scheduler.go:New": "default clock; the root injects its own",
 }
 
 // wallClockFreeDirs are test doubles and test helpers: they stamp what they

@@ -208,8 +208,10 @@ func (s *Scheduler) lead(parent context.Context) {
 
 	tick := time.NewTicker(s.cfg.Tick)
 	defer tick.Stop()
-	var published time.Time
-	for {
+	// The backlog goes to the ops page about every 5 s: every so many
+	// ticks, the first at once.
+	every := max(1, int(5*time.Second/s.cfg.Tick))
+	for ticks := 0; ; {
 		select {
 		case <-ctx.Done():
 			return
@@ -217,10 +219,10 @@ func (s *Scheduler) lead(parent context.Context) {
 			s.apply(m)
 		case <-tick.C:
 			s.fire(ctx)
-			if time.Since(published) >= 5*time.Second {
+			if ticks%every == 0 {
 				s.cfg.Ops.Backlog(s.byHour())
-				published = time.Now()
 			}
+			ticks++
 		}
 	}
 }
