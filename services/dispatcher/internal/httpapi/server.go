@@ -431,15 +431,7 @@ func (s *Server) explain(ctx context.Context, rec *status.Record) {
 			e.Source = t[e.Rule]
 		}
 		if e.State == status.Sending && e.Inputs != nil && e.Sources == nil {
-			e.Sources = map[string]string{}
-			for _, c := range e.Inputs.Checks {
-				if c.Channel == e.Channel || e.Channel == "" {
-					e.Sources[c.Rule] = t[c.Rule]
-				}
-			}
-			for _, id := range []string{policy.RuleOptOut, policy.RuleDoNotContact} {
-				e.Sources[id] = t[id]
-			}
+			e.Sources = policy.SendSources(e.Inputs.Checks, e.Channel, false, func(id string) string { return t[id] })
 		}
 	}
 }

@@ -281,18 +281,7 @@ func (w *Worker) afterGate(ctx context.Context, j *job, res store.GateResult, ow
 		res.Entry.Source = s
 	}
 	if res.Outcome == store.Claimed && res.Entry.Inputs != nil {
-		res.Entry.Sources = map[string]string{}
-		for _, c := range res.Entry.Inputs.Checks {
-			if c.Channel == res.Channel {
-				res.Entry.Sources[c.Rule] = w.Profile.Source(c.Rule)
-			}
-		}
-		for _, id := range []string{policy.RuleOptOut, policy.RuleDoNotContact} {
-			res.Entry.Sources[id] = w.Profile.Source(id)
-		}
-		if j.in.ExpiresAt != nil {
-			res.Entry.Sources[policy.RuleExpiresAt] = w.Profile.Source(policy.RuleExpiresAt)
-		}
+		res.Entry.Sources = policy.SendSources(res.Entry.Inputs.Checks, res.Channel, j.in.ExpiresAt != nil, w.Profile.Source)
 	}
 	res.Entry.Inputs.Explain()
 	reinjected := kafkaio.Header(m, kafkaio.HeaderReinjected) != ""

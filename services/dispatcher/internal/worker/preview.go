@@ -114,15 +114,7 @@ func (pv *Previewer) Preview(ctx context.Context, in intent.Intent, at time.Time
 	switch res.Outcome {
 	case store.Claimed:
 		out.Decision, out.Rule = PreviewSend, "allowed"
-		out.Sources = map[string]string{}
-		for _, c := range out.Checks {
-			if c.Channel == res.Channel {
-				out.Sources[c.Rule] = p.Source(c.Rule)
-			}
-		}
-		for _, id := range []string{policy.RuleOptOut, policy.RuleDoNotContact} {
-			out.Sources[id] = p.Source(id)
-		}
+		out.Sources = policy.SendSources(out.Checks, res.Channel, false, p.Source)
 	case store.Deferred:
 		u := res.Until.UTC()
 		out.Decision, out.Until, out.Reason, out.Rule = PreviewDefer, &u, e.Reason, res.Rule
