@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/contactd/dispatcher/pkg/intent"
+	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
 )
@@ -86,8 +87,7 @@ func (s *Server) postCancel(c echo.Context) error {
 		detail += ": " + b.Note
 	}
 	e := status.Entry{At: now, State: status.Canceled, Reason: b.Reason, Detail: detail, Worker: "api"}
-	res, err := s.Canceler.Claim(ctx, store.ClaimRequest{ID: id, DebtorID: debtor, Owner: "api/cancel", Now: now,
-		Target: status.Canceled, Reason: b.Reason, Entry: e})
+	res, err := s.claimCanceled(ctx, id, debtor, "api/cancel", e)
 	if err != nil {
 		return err
 	}
@@ -112,24 +112,12 @@ func (s *Server) postCancel(c echo.Context) error {
 	default: // Busy or Stale: a send is in flight and cannot be recalled
 		return s.cancelConflict(c, id, debtor, status.Sending)
 	}
-	ev, err := json.Marshal(status.TransitionEvent(id, debtor, e))
-	if err != nil {
-		return err
-	}
-	// The event makes the cancellation durable (a Redis rebuild restores it);
-	// the tombstone takes a deferred intent off the scheduler's list.
-	if err := s.Publisher.WriteMessages(ctx,
-		kafka.Message{Topic: s.Topics.Status, Key: []byte(id), Value: ev},
-		kafka.Message{Topic: s.Topics.Deferred, Key: []byte(id)},
-	); err != nil {
+	if err := s.Publisher.WriteMessages(ctx, canceledRecords(s.Topics, id, debtor, e)...); err != nil {
 		s.Log.Warn("intent canceled in Redis, not yet on Kafka", "intent_id", id, "err", err)
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "the intent is canceled but the cancellation is not yet recorded on Kafka; repeat the request")
 	}
 	if res.Outcome == store.Claimed {
-		s.OpsRec.Decision(string(status.Canceled), b.Reason, "")
-		if s.Canceled != nil {
-			s.Canceled(b.Reason)
-		}
+		s.countCanceled(b.Reason)
 	}
 	out, err := s.Store.Get(ctx, id)
 	if err != nil {
@@ -137,6 +125,29 @@ func (s *Server) postCancel(c echo.Context) error {
 	}
 	s.explain(ctx, &out)
 	return c.JSON(http.StatusOK, out)
+}
+
+// claimCanceled moves intent id of debtor to canceled, with e's reason, in
+// the claim script: atomic with any gate call on the record.
+func (s *Server) claimCanceled(ctx context.Context, id, debtor, owner string, e status.Entry) (store.ClaimResult, error) {
+	return s.Canceler.Claim(ctx, store.ClaimRequest{ID: id, DebtorID: debtor, Owner: owner, Now: e.At,
+		Target: status.Canceled, Reason: e.Reason, Entry: e})
+}
+
+// canceledRecords are what a cancellation publishes: the status event that
+// makes it durable (a Redis rebuild restores it) and the tombstone that
+// takes a deferred intent off the scheduler's list.
+func canceledRecords(topics kafkaio.Topics, id, debtor string, e status.Entry) []kafka.Message {
+	ev, _ := json.Marshal(status.TransitionEvent(id, debtor, e))
+	return []kafka.Message{{Topic: topics.Status, Key: []byte(id), Value: ev}, {Topic: topics.Deferred, Key: []byte(id)}}
+}
+
+// countCanceled counts one cancellation for the ops page and the metrics.
+func (s *Server) countCanceled(reason string) {
+	s.OpsRec.Decision(string(status.Canceled), reason, "")
+	if s.Canceled != nil {
+		s.Canceled(reason)
+	}
 }
 
 // cancelConflict is the 409 for an intent that can no longer be canceled.

@@ -138,8 +138,7 @@ func (s *Server) cancelPending(ctx context.Context, c echo.Context, debtorID, de
 			continue
 		}
 		e := status.Entry{At: now, State: status.Canceled, Reason: reason, Rule: "hold", Detail: "hold " + hid + " by " + Actor(c), Worker: "api"}
-		res, err := s.Canceler.Claim(ctx, store.ClaimRequest{ID: p.ID, DebtorID: debtorID, Owner: "api/hold", Now: now,
-			Target: status.Canceled, Reason: reason, Entry: e})
+		res, err := s.claimCanceled(ctx, p.ID, debtorID, "api/hold", e)
 		if err != nil {
 			return n, err
 		}
@@ -147,14 +146,9 @@ func (s *Server) cancelPending(ctx context.Context, c echo.Context, debtorID, de
 			continue // decided meanwhile
 		}
 		e.Seq = res.Seq
-		ev, _ := json.Marshal(status.TransitionEvent(p.ID, debtorID, e))
-		msgs = append(msgs, kafka.Message{Topic: s.Topics.Status, Key: []byte(p.ID), Value: ev},
-			kafka.Message{Topic: s.Topics.Deferred, Key: []byte(p.ID)})
+		msgs = append(msgs, canceledRecords(s.Topics, p.ID, debtorID, e)...)
 		n++
-		s.OpsRec.Decision(string(status.Canceled), reason, "")
-		if s.Canceled != nil {
-			s.Canceled(reason)
-		}
+		s.countCanceled(reason)
 	}
 	if len(msgs) > 0 {
 		if err := s.Publisher.WriteMessages(ctx, msgs...); err != nil {
