@@ -91,6 +91,14 @@ func (p *Profile) uncoveredYear(zones []*time.Location, now time.Time) (int, boo
 	return 0, false
 }
 
+// AllowedNow reports whether the window and holiday rules of ch allow a
+// contact at now in every zone: Window's Allowed, without finding the next
+// instant or formatting the inputs.
+func (p *Profile) AllowedNow(ch intent.Channel, zones []*time.Location, now time.Time) bool {
+	i := channelIndex(ch)
+	return i >= 0 && p.forbids(&p.byChannel[i], p.orDefault(zones), now) == nil
+}
+
 // NeverAllowed reports whether the window rules of ch can never allow a
 // contact in all of zones at once: the zones are too far apart for their
 // windows to overlap on any day (a number whose zones span the globe). It

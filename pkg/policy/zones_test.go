@@ -153,3 +153,16 @@ func TestNeverAllowed(t *testing.T) {
 		t.Error("one zone: NeverAllowed")
 	}
 }
+
+// AllowedNow agrees with Window's Allowed.
+func TestAllowedNowAgreesWithWindow(t *testing.T) {
+	p := profile(t, "cn-bank")
+	for h := 0; h < 48; h++ {
+		at := local(shanghai, "2027-01-31 00:30:00").Add(time.Duration(h) * time.Hour) // a make-up Sunday, then a Monday
+		for _, ch := range intent.Channels {
+			if got, want := p.AllowedNow(ch, []*time.Location{shanghai}, at), p.Window(ch, []*time.Location{shanghai}, at).Allowed; got != want {
+				t.Errorf("%s %s: AllowedNow %v, Window %v", ch, at, got, want)
+			}
+		}
+	}
+}

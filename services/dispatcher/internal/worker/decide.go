@@ -46,13 +46,12 @@ func (w *Worker) decide(ctx context.Context, m kafka.Message) ([]kafka.Message, 
 	}
 	now := w.Now()
 	var recs []kafka.Message
-	switch e, never := w.neverAllowed(in, now); {
-	case in.ExpiresAt != nil && !now.Before(*in.ExpiresAt):
+	if in.ExpiresAt != nil && !now.Before(*in.ExpiresAt) {
 		recs, err = w.endEntry(ctx, in, status.Entry{State: status.Suppressed, Reason: status.ReasonExpired,
 			Detail: "expires_at has passed", Rule: policy.RuleExpiresAt})
-	case never:
+	} else if e, never := w.neverAllowed(in, now); never {
 		recs, err = w.endEntry(ctx, in, e)
-	default:
+	} else {
 		recs, err = w.send(ctx, m, in)
 	}
 	if errors.Is(err, errIDConflict) {
@@ -76,6 +75,9 @@ func (w *Worker) neverAllowed(in intent.Intent, now time.Time) (status.Entry, bo
 	zones := p.Zones(in)
 	var rule *policy.Rule
 	for _, ch := range chans {
+		if p.AllowedNow(ch, zones, now) {
+			return status.Entry{}, false // the common case, without Window's search
+		}
 		d := p.Window(ch, zones, now)
 		if d.Allowed || !d.Next.IsZero() || !p.NeverAllowed(ch, zones, now) {
 			return status.Entry{}, false
