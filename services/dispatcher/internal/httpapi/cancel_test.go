@@ -141,6 +141,19 @@ func TestCancelAgainstTheGate(t *testing.T) {
 		t.Errorf("cancel of a sent intent: %d %s", rr.Code, rr.Body)
 	}
 
+	// A send in flight (its lease live) cannot be recalled: 409 sending, and
+	// the record stays the worker's.
+	if _, err := st.Claim(ctx, store.ClaimRequest{ID: "I-FLIGHT", DebtorID: "D-F", Owner: "w-busy", Now: morning, LeaseUntil: morning.Add(time.Minute),
+		Target: status.Sending, Channel: "sms", Entry: status.Entry{At: morning, State: status.Sending}}); err != nil {
+		t.Fatal(err)
+	}
+	if rr := serveAs(t, s, writeKey, "POST", "/v1/intents/I-FLIGHT/cancel", `{"reason":"paid"}`); rr.Code != http.StatusConflict || !strings.Contains(rr.Body.String(), `"sending"`) {
+		t.Errorf("cancel in flight: %d %s, want 409 naming sending", rr.Code, rr.Body)
+	}
+	if state, _ := st.Get(ctx, "I-FLIGHT"); state.State != status.Sending {
+		t.Errorf("after a refused cancel the record is %s, want sending", state.State)
+	}
+
 	// The race: 60 intents, each decided by two workers while it is
 	// canceled. A 200 and a send never go together.
 	var wg sync.WaitGroup
