@@ -44,10 +44,13 @@ const (
 	// ReasonNoAllowedTime: the windows of the debtor's zones never overlap,
 	// so no instant is allowed in all of them at once.
 	ReasonNoAllowedTime = "no_allowed_time"
-	ReasonOptedOut      = "opted_out"
-	ReasonFrequencyCap  = "frequency_cap"
-	ReasonDoNotContact  = "do_not_contact"
-	ReasonInvalid       = "invalid"
+	// ReasonProviderBusy: the channel's provider was at its concurrency or
+	// its rate for longer than the worker waits: deferred without a call.
+	ReasonProviderBusy = "provider_busy"
+	ReasonOptedOut     = "opted_out"
+	ReasonFrequencyCap = "frequency_cap"
+	ReasonDoNotContact = "do_not_contact"
+	ReasonInvalid      = "invalid"
 )
 
 // Entry is one line of an intent's timeline: a decision or an attempt. It

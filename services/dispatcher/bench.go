@@ -127,6 +127,8 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	skipCeilings := fs.Bool("no-ceilings", false, "skip measuring the ceilings")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured part to this file (go tool pprof)")
+	maxInFlight := fs.Int("max-in-flight", 1024, "provider calls in flight at once in the worker (DISPATCHER_MAX_IN_FLIGHT)")
+	concurrency := fs.Int("concurrency", 0, "each channel's own ceiling (DISPATCHER_<CHANNEL>_CONCURRENCY); default: --max-in-flight, so the worker's bound is what is measured")
 	providerLatency := fs.String("provider-latency", "0", "how long each provider call takes: a duration (200ms) or lognormal:P50:P99 (lognormal:150ms:800ms)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -137,7 +139,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	res := benchResult{Mode: "drain", Intents: *count, Profile: *profile, Partitions: *partitions,
-		ProviderLatency: latency.String(), MeanLatencyMS: float64(latency.Mean().Microseconds()) / 1000, MaxInFlight: benchMaxInFlight(*partitions)}
+		ProviderLatency: latency.String(), MeanLatencyMS: float64(latency.Mean().Microseconds()) / 1000, MaxInFlight: *maxInFlight}
 	if *rate > 0 {
 		res.Mode, res.OfferedRate = "rate", *rate
 	}
@@ -191,6 +193,13 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	cfg.OptOutKeys = "bench:" + strings.Repeat(hex.EncodeToString(rnd[:]), 4)
 	cfg.SandboxForgetful = true
 	cfg.SandboxLatency = latency
+	cfg.MaxInFlight = *maxInFlight
+	for ch := range cfg.Concurrency {
+		cfg.Concurrency[ch] = *maxInFlight
+		if *concurrency > 0 {
+			cfg.Concurrency[ch] = *concurrency
+		}
+	}
 	cfg.Group = "bench-" + hex.EncodeToString(rnd[:])
 	defer cleanRedis(url, prefix)
 
@@ -386,12 +395,6 @@ func printBench(w io.Writer, r benchResult) {
 	row("peak RSS", fmt.Sprintf("%.0f MB", r.PeakRSSMB))
 	row("allocations per intent", fmt.Sprintf("%.0f (%.1f KiB)", r.AllocsPer, r.BytesPer/1024))
 }
-
-// benchMaxInFlight is how many provider calls the worker may have in
-// progress at once: today one per lane, and a worker holds a lane per
-// partition. When the worker bounds its in-flight sends by configuration,
-// this returns that bound.
-func benchMaxInFlight(partitions int) int { return partitions }
 
 // providerCeiling is min(gate ceiling, in-flight ceiling), either of which
 // may be unknown (0): the gate's when ceilings were skipped, the in-flight

@@ -51,6 +51,9 @@ type Config struct {
 	// An HTTP provider's keep-alive transport keeps that many connections;
 	// the worker's in-flight bound per provider is to take it too.
 	Concurrency map[string]int
+	MaxInFlight int           // DISPATCHER_MAX_IN_FLIGHT: provider calls in flight at once in one worker
+	AdmitWait   time.Duration // DISPATCHER_ADMIT_WAIT: longest wait for a provider's slot or rate before the gate defers or falls back
+	LaneQueue   int           // DISPATCHER_LANE_QUEUE: intents a partition holds uncommitted before its intake stops
 	Breaker     BreakerConfig
 	RetryBase   time.Duration // DISPATCHER_RETRY_BASE
 	RetryMax    time.Duration // DISPATCHER_RETRY_MAX
@@ -82,7 +85,8 @@ type SMTPConfig struct {
 
 // DefaultConcurrency is a channel's DISPATCHER_<CHANNEL>_CONCURRENCY when
 // it is not set.
-const DefaultConcurrency = 64
+// Four channels at their default fill DISPATCHER_MAX_IN_FLIGHT's default.
+const DefaultConcurrency = 256
 
 // WeChatConfig is DISPATCHER_WECHAT_*.
 type WeChatConfig struct {
@@ -146,7 +150,10 @@ var envVars = [][2]string{
 	{"DISPATCHER_WECHAT_TEMPLATE_IDS", "our template → WeChat template_id: overdue_notice=TPL1,payment_due_soon=TPL2"},
 	{"DISPATCHER_WECHAT_BASE_URL, _LINK_URL", "API base (test servers only); link when a message has no opt-out link"},
 	{"DISPATCHER_SMS_RATE, _VOICE_RATE, _EMAIL_RATE, _WECHAT_RATE", "send rate shared by every replica: 1/s, 600/m (default unlimited)"},
-	{"DISPATCHER_SMS_CONCURRENCY, _VOICE_, _EMAIL_, _WECHAT_", "provider calls in progress at once from this process, per channel; an HTTP provider keeps as many keep-alive connections (default 64)"},
+	{"DISPATCHER_SMS_CONCURRENCY, _VOICE_, _EMAIL_, _WECHAT_", "provider calls in progress at once from one process, per channel (the provider's concurrency limit); an HTTP provider keeps as many keep-alive connections; SMTP sends are held to the pool size too (default 256)"},
+	{"DISPATCHER_MAX_IN_FLIGHT", "provider calls in flight at once in one worker, all channels; sends/s ≈ this ÷ provider latency (default 1024)"},
+	{"DISPATCHER_ADMIT_WAIT", "longest an intent waits for its provider's slot or shared rate before the gate defers it (provider_busy) or falls back (default 1s)"},
+	{"DISPATCHER_LANE_QUEUE", "intents one partition holds read but uncommitted; when full the worker stops fetching it (default 1024)"},
 	{"DISPATCHER_BREAKER_MIN_REQUESTS, _FAILURE_RATIO, _COOL_DOWN", "a provider's breaker opens at this share of failures over at least this many calls, for this long (10, 0.5, 30s)"},
 	{"DISPATCHER_RETRY_BASE, _RETRY_MAX, _RETRY_LIMIT", "retries of a failed send: first wait, longest wait, how many (30s, 30m, 8)"},
 }
@@ -165,6 +172,9 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 		Profile:          "cn-bank",
 		StatusTTL:        90 * 24 * time.Hour,
 		SendTimeout:      10 * time.Second,
+		MaxInFlight:      1024,
+		AdmitWait:        time.Second,
+		LaneQueue:        1024,
 		LogLevel:         slog.LevelInfo,
 		LogFormat:        "json",
 		Providers:        map[string]string{},
@@ -228,6 +238,7 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 		}
 	}
 	dur("DISPATCHER_SEND_TIMEOUT", &c.SendTimeout)
+	dur("DISPATCHER_ADMIT_WAIT", &c.AdmitWait)
 	dur("DISPATCHER_KAFKA_SESSION_TIMEOUT", &c.SessionTimeout)
 	if v := strings.TrimSpace(getenv("DISPATCHER_SANDBOX_LATENCY")); v != "" {
 		l, err := sandbox.ParseLatency(v)
@@ -246,6 +257,8 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 			*dst = n
 		}
 	}
+	count("DISPATCHER_MAX_IN_FLIGHT", &c.MaxInFlight)
+	count("DISPATCHER_LANE_QUEUE", &c.LaneQueue)
 	c.SandboxForgetful = getenv("DISPATCHER_SANDBOX_FORGETFUL") == "true"
 	if v := getenv("DISPATCHER_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {

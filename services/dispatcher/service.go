@@ -171,6 +171,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		s.worker, err = worker.New(worker.Config{
 			Owner: s.Owner, SendTimeout: cfg.SendTimeout,
 			RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, RetryLimit: cfg.RetryLimit,
+			MaxInFlight: cfg.MaxInFlight, ChannelLimits: channelLimits(cfg), AdmitWait: cfg.AdmitWait, LaneQueue: cfg.LaneQueue,
 		}, worker.Deps{
 			Reader: s.reader, Publisher: s.writer, Store: s.store, Templates: cat, Profile: s.Profile,
 			Senders: senders, Topics: topics, Metrics: s.metrics(), Log: log,
@@ -648,4 +649,19 @@ func ownerID() string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// channelLimits is each channel's ceiling of calls in flight: its
+// DISPATCHER_<CHANNEL>_CONCURRENCY, and for SMTP no more than the pool's
+// connections (a send waiting for a connection would hold a slot idle).
+func channelLimits(cfg Config) map[intent.Channel]int {
+	out := map[intent.Channel]int{}
+	for _, ch := range intent.Channels {
+		n := cfg.Concurrency[string(ch)]
+		if ch == intent.Email && cfg.Providers[string(ch)] == "smtp" && cfg.SMTP.PoolSize > 0 {
+			n = min(n, cfg.SMTP.PoolSize)
+		}
+		out[ch] = n
+	}
+	return out
 }

@@ -151,3 +151,21 @@ func (s *Limited) IdempotencyWindow() time.Duration {
 	}
 	return 0
 }
+
+// Reserve waits for the rate without sending: a caller that reserves
+// before it takes a slot for the call (the worker does) never holds a slot
+// while it waits. The send that follows is SendReserved.
+func (s *Limited) Reserve(ctx context.Context) error {
+	if err := s.l.Wait(ctx); err != nil {
+		return &channel.Error{Kind: channel.Retryable, Code: "rate_limited", Err: err}
+	}
+	return nil
+}
+
+// SendReserved sends a message whose rate was reserved.
+func (s *Limited) SendReserved(ctx context.Context, m channel.Message) (channel.Receipt, error) {
+	return s.Sender.Send(ctx, m)
+}
+
+// Rate is the limit: n sends per window.
+func (s *Limited) Rate() (int, time.Duration) { return s.l.limit, s.l.window }

@@ -220,6 +220,7 @@ if bestKind == 'window' then reason = 'outside_hours'
 elseif bestKind == 'holiday' then reason = 'holiday'
 elseif bestKind == 'gap' then reason = 'min_gap'
 elseif bestKind == 'breaker' then reason = 'provider_down'
+elseif bestKind == 'provider_busy' then reason = 'provider_busy'
 elseif bestKind == 'not_before' then reason = 'not_before'
 elseif bestKind == 'hold' then reason = 'hold' end
 local seq, entry = write('deferred', reason, bestChannel, fields)

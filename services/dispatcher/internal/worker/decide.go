@@ -24,42 +24,6 @@ import (
 	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
 )
 
-// Decide takes one message to a recorded decision and returns the records to
-// publish before its offset is committed (status events, a DLQ record). An
-// error means nothing final happened and the message must be decided again:
-// Redis or a dependency failed, or another worker holds the intent.
-func (w *Worker) Decide(ctx context.Context, m kafka.Message) ([]kafka.Message, error) {
-	w.Metrics.Consumed.Inc()
-	return w.decide(ctx, m)
-}
-
-func (w *Worker) decide(ctx context.Context, m kafka.Message) ([]kafka.Message, error) {
-	in, err := intent.Decode(m.Value)
-	if err == nil {
-		err = in.Validate(w.Templates)
-	}
-	if err == nil {
-		err = w.Profile.Require(in)
-	}
-	if err != nil {
-		return w.reject(ctx, m, in, err)
-	}
-	now := w.Now()
-	var recs []kafka.Message
-	if in.ExpiresAt != nil && !now.Before(*in.ExpiresAt) {
-		recs, err = w.endEntry(ctx, in, status.Entry{State: status.Suppressed, Reason: status.ReasonExpired,
-			Detail: "expires_at has passed", Rule: policy.RuleExpiresAt})
-	} else if e, never := w.neverAllowed(in, now); never {
-		recs, err = w.endEntry(ctx, in, e)
-	} else {
-		recs, err = w.send(ctx, m, in)
-	}
-	if errors.Is(err, errIDConflict) {
-		return w.conflict(m, in), nil
-	}
-	return recs, err
-}
-
 // neverAllowed reports whether no candidate channel of in can ever be
 // allowed: the windows of its zones never overlap. The entry it returns
 // ends the intent suppressed/no_allowed_time, naming the zones and the rule.
@@ -217,57 +181,32 @@ func (w *Worker) endEntry(ctx context.Context, in intent.Intent, e status.Entry)
 	}
 }
 
-// send passes the intent through the gate and, if a channel is free now,
-// sends it there and records the outcome.
-func (w *Worker) send(ctx context.Context, m kafka.Message, in intent.Intent) ([]kafka.Message, error) {
-	j := &job{m: m, in: in, token: w.attempt()}
-	req, err := w.gateRequest(in, w.Now().UTC(), j.token)
-	if err != nil {
-		return nil, err
-	}
-	res, err := w.Store.Gate(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	recs, plan, err := w.afterGate(ctx, j, res, false)
-	if err != nil || plan == nil {
-		return recs, err
-	}
-	claimSeq := plan.claimSeq
-	plan = w.attemptSend(ctx, j, plan.ch, recs)
-	plan.claimSeq = claimSeq
-	if plan.err != nil {
-		return nil, plan.err
-	}
-	seq, err := w.Store.Finish(ctx, plan.req)
-	switch {
-	case errors.Is(err, store.ErrLeaseLost):
-		seq, err = 0, nil
-	case errors.Is(err, store.ErrStateLost):
-		seq, err = -1, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return w.finished(j, plan, seq)
-}
-
-// job is one intent on its way through the gate and a provider.
-type job struct {
-	m     kafka.Message
-	in    intent.Intent
-	token string
-}
-
 // plan is a send's outcome waiting to be recorded: the finish request and
 // what to publish once it is.
 type plan struct {
 	ch       intent.Channel
+	rule     string // a deferral: its rule ("" a retry)
 	req      store.FinishRequest
 	recs     []kafka.Message // published before the outcome's own events
 	retries  int             // a retry deferral: the retries so far
 	claimSeq int64           // the seq of the claim this outcome follows
-	err      error
+}
+
+// busyPlan records a claimed intent as deferred when the channel the gate
+// chose (a fallback) had no free slot or rate within AdmitWait: nothing
+// reached the provider, so the contact is uncounted, and the breaker never
+// hears of it.
+func (w *Worker) busyPlan(j *job, ch intent.Channel) *plan {
+	now := w.Now().UTC()
+	until := now.Add(w.cfg.AdmitWait)
+	e := status.Entry{At: now, State: status.Deferred, Reason: status.ReasonProviderBusy, Worker: w.cfg.Owner,
+		Channel: string(ch), To: intent.MaskAddress(ch, j.in.To.For(ch)), Until: &until,
+		Rule:   "provider-busy:" + providerName(w.Senders[ch]),
+		Detail: "the provider had no free slot or rate within " + w.cfg.AdmitWait.String()}
+	return &plan{ch: ch, recs: j.recs, claimSeq: j.plan.claimSeq, retries: retriesOf(j.m), rule: e.Rule,
+		req: store.FinishRequest{ID: j.in.ID, DebtorID: j.in.DebtorID, Owner: j.token, Now: now,
+			State: status.Deferred, Reason: status.ReasonProviderBusy, Channel: string(ch), Entry: e,
+			Release: w.countIn(j.in, ch)}}
 }
 
 // afterGate turns the gate's answer into records. It returns a plan (with
@@ -352,8 +291,9 @@ func (w *Worker) afterGate(ctx context.Context, j *job, res store.GateResult, ow
 }
 
 // attemptSend makes the provider call for a claimed intent and plans how to
-// record its outcome. recs are the records to publish before it.
-func (w *Worker) attemptSend(ctx context.Context, j *job, ch intent.Channel, recs []kafka.Message) *plan {
+// record its outcome. recs are the records to publish before it; reserved
+// says the provider's rate was waited for already.
+func (w *Worker) attemptSend(ctx context.Context, j *job, ch intent.Channel, recs []kafka.Message, reserved bool) *plan {
 	in := j.in
 	to := intent.MaskAddress(ch, in.To.For(ch))
 	p := &plan{ch: ch, recs: recs}
@@ -367,7 +307,7 @@ func (w *Worker) attemptSend(ctx context.Context, j *job, ch intent.Channel, rec
 	case rerr != nil:
 		o = sendOutcome{state: status.Failed, reason: "render_error", release: true, entry: status.Entry{Detail: rerr.Error()}}
 	default:
-		rcpt, serr := w.call(ctx, sender, msg)
+		rcpt, serr := w.call(ctx, sender, msg, reserved)
 		o = w.outcome(in, ch, sender, retriesOf(j.m), rcpt, serr)
 	}
 	o.entry.Channel, o.entry.To = string(ch), to
@@ -377,14 +317,13 @@ func (w *Worker) attemptSend(ctx context.Context, j *job, ch intent.Channel, rec
 		release = w.countIn(in, ch)
 	}
 	if o.optOut && w.OptOuts != nil {
-		// The provider says the recipient opted out: it holds from now on.
-		if err := w.OptOuts.Record(ctx, optout.OptOut{
+		// The provider says the recipient opted out: it holds from now on
+		// (recorded before the outcome, however long the store takes).
+		oo := optout.OptOut{
 			DebtorID: in.DebtorID, Channel: string(ch), Source: optout.SourceProvider,
 			Reason: o.entry.Provider + " " + o.entry.ErrorCode, At: w.Now().UTC(),
-		}); err != nil {
-			p.err = err
-			return p
 		}
+		w.retry(ctx, func() error { return w.OptOuts.Record(ctx, oo) })
 	}
 	now := w.Now().UTC()
 	e := o.entry
@@ -403,6 +342,32 @@ func (w *Worker) attemptSend(ctx context.Context, j *job, ch intent.Channel, rec
 		p.retries = o.retries
 	}
 	return p
+}
+
+// finishEach records outcomes one at a time, after a pipeline failed part
+// way: an outcome already recorded by this worker is found on the record.
+func (w *Worker) finishEach(ctx context.Context, rs []store.FinishRequest) ([]int64, error) {
+	out := make([]int64, len(rs))
+	for i, r := range rs {
+		seq, err := w.Store.Finish(ctx, r)
+		switch {
+		case err == nil:
+			out[i] = seq
+		case errors.Is(err, store.ErrStateLost):
+			out[i] = -1
+		case errors.Is(err, store.ErrLeaseLost):
+			rec, gerr := w.Store.GetFor(ctx, r.DebtorID, r.ID)
+			if gerr != nil {
+				return nil, gerr
+			}
+			if last := rec.Last(); last.Worker == w.cfg.Owner && last.State == r.State {
+				out[i] = last.Seq // ours, from the failed pipeline
+			}
+		default:
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // finished returns the records of a recorded outcome (seq 0: another worker
@@ -434,7 +399,11 @@ func (w *Worker) finished(j *job, p *plan, seq int64) ([]kafka.Message, error) {
 	}
 	recs := append(p.recs, more...)
 	if st == status.Deferred {
-		d, err := w.deferral(j.m, in, seq, "retry", *e.Until, p.retries)
+		rule := "retry"
+		if p.rule != "" {
+			rule = p.rule
+		}
+		d, err := w.deferral(j.m, in, seq, rule, *e.Until, p.retries)
 		if err != nil {
 			return nil, err
 		}
@@ -625,12 +594,17 @@ func (w *Worker) countIn(in intent.Intent, ch intent.Channel) []store.Stream {
 }
 
 // call makes one provider call under the send deadline.
-func (w *Worker) call(ctx context.Context, s Sender, m channel.Message) (channel.Receipt, error) {
+func (w *Worker) call(ctx context.Context, s Sender, m channel.Message, reserved bool) (channel.Receipt, error) {
 	sctx, cancel := context.WithTimeout(ctx, w.cfg.SendTimeout)
 	defer cancel()
 	start := time.Now()
-	r, err := s.Send(sctx, m)
-	w.noteSend(time.Since(start))
+	var r channel.Receipt
+	var err error
+	if rs, ok := s.(reserver); ok && reserved {
+		r, err = rs.SendReserved(sctx, m)
+	} else {
+		r, err = s.Send(sctx, m)
+	}
 	result := "ok"
 	if err != nil {
 		result = channel.KindOf(err).String()

@@ -112,8 +112,8 @@ func TestExpiryNotDecidedByJitter(t *testing.T) {
 
 // The same intent id for another debtor over Kafka: dead-lettered with
 // id_conflict, never sent, and the record stays the first debtor's; an
-// invalid record reusing the id does not overwrite it either. By the single
-// path and by a lane's batch.
+// invalid record reusing the id does not overwrite it either. By Decide and by a
+// lane.
 func TestIDConflictOverKafka(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, true)
@@ -157,9 +157,10 @@ func TestIDConflictOverKafka(t *testing.T) {
 	a, b := sampleIntent("I-a"), sampleIntent("I-b")
 	a.DebtorID, b.DebtorID = "D-OTHER", "D-OTHER"
 	b.Channels, b.To.Email = []intent.Channel{intent.Email}, "o@example.cn"
-	out, done, _ := f.w.decideBatch(ctx, ctx, []kafka.Message{msgOf(t, a), msgOf(t, other), msgOf(t, b)})
-	if done != 3 || dlqCode(out) != CodeIDConflict {
-		t.Errorf("batch: %d decided, DLQ code %q", done, dlqCode(out))
+	r, pub := &feedReader{msgs: onPartition(0, keyed(t, a), keyed(t, other), keyed(t, b))}, &collector{}
+	runLanes(t, f.w, r, pub, 3)
+	if dlqCode(pub.recs) != CodeIDConflict {
+		t.Errorf("lane: DLQ code %q, want %s", dlqCode(pub.recs), CodeIDConflict)
 	}
 	if n := f.sb.Counts()["I-shared"]; n != 1 {
 		t.Errorf("I-shared handed to the provider %d times, want 1", n)

@@ -13,6 +13,8 @@ type Metrics struct {
 	InfraErrors prometheus.Counter
 	Recovered   prometheus.Counter
 	Rebuilds    prometheus.Counter
+	InFlight    prometheus.Gauge // provider calls admitted and not yet answered
+	Queued      prometheus.Gauge // intents in lanes, not yet committed
 }
 
 // NewMetrics makes the series and registers them with reg (if not nil).
@@ -46,9 +48,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Rebuilds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dispatcher_state_rebuilds_total", Help: "Times this worker found Redis had lost its state and rebuilt it from Kafka.",
 		}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dispatcher_sends_in_flight", Help: "Intents holding an in-flight slot: admitted for a provider call and not yet answered (at most DISPATCHER_MAX_IN_FLIGHT).",
+		}),
+		Queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dispatcher_intents_in_progress", Help: "Intents read and not yet committed, in every lane (at most DISPATCHER_LANE_QUEUE per partition).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Consumed, m.Committed, m.Decisions, m.DLQ, m.Sends, m.SendSeconds, m.InfraErrors, m.Recovered, m.Rebuilds)
+		reg.MustRegister(m.Consumed, m.Committed, m.Decisions, m.DLQ, m.Sends, m.SendSeconds, m.InfraErrors, m.Recovered, m.Rebuilds, m.InFlight, m.Queued)
 	}
 	return m
 }

@@ -3,13 +3,16 @@
 // decision (rejected to the DLQ, suppressed, sent, failed, ...), publishes the
 // status events and only then commits the offset.
 //
-// Partitions are processed concurrently, each on its own lane, so one
-// debtor's intents (one key, one partition) are handled in order.
+// Each partition has a lane (lane.go): a debtor's intents (one key, one
+// partition) are decided in offset order, intents of different debtors
+// concurrently, with up to MaxInFlight provider calls in flight per worker
+// whatever the partition count.
 package worker
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -74,14 +77,19 @@ type Config struct {
 	Owner       string        // this worker's id, kept on the leases it takes
 	SendTimeout time.Duration // deadline of one provider call; default 10s
 	LeaseMargin time.Duration // a lease outlives every attempt's deadline by this; default 2s
-	MaxBatch    int           // messages decided before one publish and commit; default 256
-	GateWindow  time.Duration // intents pass the gate together only as many as are sent within this; default 250ms
-	LaneBuffer  int           // messages queued per partition; default 512
-	RetryBase   time.Duration // wait before the first retry of a failed send, doubled each time; default 30s
-	RetryMax    time.Duration // longest wait between retries; default 30m
-	RetryLimit  int           // retries before a send ends failed; default 8
-	DrainTime   time.Duration // how long shutdown waits for in-flight work; default 15s
-	StallAfter  time.Duration // fetching nothing this long while records wait: the reader is replaced; default 30s
+	MaxBatch    int           // intents through one gate or record pipeline; default 256
+	MaxInFlight int           // provider calls in flight at once in this worker; default 1024
+	// ChannelLimits caps one channel's calls in flight (its provider's
+	// concurrency); a channel without one is held by MaxInFlight alone.
+	ChannelLimits map[intent.Channel]int
+	AdmitWait     time.Duration // longest wait for a channel's slot or rate before the gate defers or falls back; default 1s
+	LaneQueue     int           // intents a partition holds uncommitted before its intake stops; default 1024
+	LaneBuffer    int           // fetched messages waiting for their lane; default 256
+	RetryBase     time.Duration // wait before the first retry of a failed send, doubled each time; default 30s
+	RetryMax      time.Duration // longest wait between retries; default 30m
+	RetryLimit    int           // retries before a send ends failed; default 8
+	DrainTime     time.Duration // how long shutdown waits for in-flight work; default 15s
+	StallAfter    time.Duration // fetching nothing this long while records wait: the reader is replaced; default 30s
 }
 
 func (c *Config) defaults() {
@@ -94,11 +102,17 @@ func (c *Config) defaults() {
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 256
 	}
-	if c.GateWindow == 0 {
-		c.GateWindow = 250 * time.Millisecond
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 1024
+	}
+	if c.AdmitWait == 0 {
+		c.AdmitWait = time.Second
+	}
+	if c.LaneQueue == 0 {
+		c.LaneQueue = 1024
 	}
 	if c.LaneBuffer == 0 {
-		c.LaneBuffer = 512
+		c.LaneBuffer = 256
 	}
 	if c.RetryBase == 0 {
 		c.RetryBase = 30 * time.Second
@@ -122,8 +136,14 @@ func (c Config) Validate() error {
 	if c.Owner == "" {
 		return errors.New("worker: owner id is required")
 	}
-	if c.SendTimeout < 0 || c.LeaseMargin < 0 || c.MaxBatch < 0 || c.RetryBase < 0 || c.RetryLimit < 0 {
+	if c.SendTimeout < 0 || c.LeaseMargin < 0 || c.MaxBatch < 0 || c.RetryBase < 0 || c.RetryLimit < 0 ||
+		c.MaxInFlight < 0 || c.AdmitWait < 0 || c.LaneQueue < 0 || c.LaneBuffer < 0 {
 		return errors.New("worker: negative setting")
+	}
+	for ch, n := range c.ChannelLimits {
+		if n < 0 {
+			return fmt.Errorf("worker: negative concurrency for %s", ch)
+		}
 	}
 	return nil
 }
@@ -155,12 +175,20 @@ type Deps struct {
 
 // Worker consumes intents. Run it once.
 type Worker struct {
-	cfg       Config
-	attempts  atomic.Uint64
-	sendNanos atomic.Int64           // running average of provider call durations
-	reads     map[policy.Stream]bool // the streams the profile's rules count
-	state     sync.RWMutex           // lanes decide under RLock; a rebuild holds Lock
-	busy      atomic.Int64           // lanes in the middle of a batch
+	cfg          Config
+	attempts     atomic.Uint64
+	reads        map[policy.Stream]bool // the streams the profile's rules count
+	state        sync.RWMutex           // lanes call Redis under RLock; a rebuild holds Lock
+	queued       atomic.Int64           // intents in lanes, not committed
+	unsettled    atomic.Int64           // intents claimed whose outcome is not yet published
+	flight       chan struct{}          // the worker's in-flight slots
+	channelSlots map[intent.Channel]chan struct{}
+	waiting      map[intent.Channel]*atomic.Int64 // admissions waiting for a channel's rate
+
+	lost      atomic.Bool // Redis lost its state: nothing passes the gate until it is rebuilt
+	rebuildMu sync.Mutex
+	rebuiltCh chan struct{} // closed when the rebuild under way is done
+	stopping  context.Context
 	Deps
 }
 
@@ -185,7 +213,23 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	if d.Topics == (kafkaio.Topics{}) {
 		d.Topics = kafkaio.DefaultTopics
 	}
-	return &Worker{cfg: cfg, Deps: d, reads: readsOf(d.Profile)}, nil
+	w := &Worker{cfg: cfg, Deps: d, reads: readsOf(d.Profile), flight: make(chan struct{}, cfg.MaxInFlight),
+		channelSlots: map[intent.Channel]chan struct{}{}, waiting: map[intent.Channel]*atomic.Int64{},
+		stopping: context.Background()}
+	for _, ch := range intent.Channels {
+		if n := cfg.ChannelLimits[ch]; n > 0 {
+			w.channelSlots[ch] = make(chan struct{}, n)
+		}
+		w.waiting[ch] = new(atomic.Int64)
+	}
+	return w, nil
+}
+
+func (w *Worker) rateWaiting(ch intent.Channel) *atomic.Int64 {
+	if n := w.waiting[ch]; n != nil {
+		return n
+	}
+	return new(atomic.Int64)
 }
 
 // Run consumes until ctx ends, then drains: each lane finishes the intent in
@@ -201,6 +245,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	})
 	defer stop()
 
+	w.stopping = ctx
 	var wg sync.WaitGroup
 	lanes := map[int]chan kafka.Message{}
 	defer func() {
@@ -209,7 +254,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		wg.Wait()
 	}()
-	delay := 100 * time.Millisecond
+	fetchFails := 0
 	for {
 		fctx, cancel := context.WithTimeout(ctx, w.cfg.StallAfter)
 		m, err := w.Reader.FetchMessage(fctx)
@@ -223,7 +268,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				// the group still has records to read, this reader stalled
 				// (it happens to kafka-go after some rebalances): hand it back
 				// to be replaced.
-				if w.busy.Load() == 0 && w.Stalled != nil && w.Stalled(ctx) {
+				if w.queued.Load() == 0 && w.Stalled != nil && w.Stalled(ctx) {
 					w.Log.Warn("the consumer fetched nothing while the group has records to read; replacing it")
 					return ErrStalled
 				}
@@ -232,17 +277,17 @@ func (w *Worker) Run(ctx context.Context) error {
 			// A fetch error is the broker's or the network's: keep going.
 			w.Metrics.InfraErrors.Inc()
 			w.Log.Warn("fetch failed; retrying", "err", err)
-			t := time.NewTimer(delay)
+			fetchFails++
+			t := time.NewTimer(retryDelay(fetchFails))
 			select {
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
 				return nil
 			}
-			delay = min(delay*2, 5*time.Second)
 			continue
 		}
-		delay = 100 * time.Millisecond
+		fetchFails = 0
 		l, ok := lanes[m.Partition]
 		if !ok {
 			l = make(chan kafka.Message, w.cfg.LaneBuffer)
@@ -250,7 +295,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				w.lane(ctx, work, l)
+				newLane(w, ctx, work, l).run()
 			}()
 		}
 		select {
@@ -261,124 +306,68 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-// lane decides one partition's messages in order. stopping ends intake;
-// work ends in-flight work.
-func (w *Worker) lane(stopping, work context.Context, in <-chan kafka.Message) {
-	batch := make([]kafka.Message, 0, w.cfg.MaxBatch)
-	for {
-		select {
-		case <-stopping.Done():
-			return
-		default:
-		}
-		if len(batch) == 0 {
-			select {
-			case m, ok := <-in:
-				if !ok {
-					return
-				}
-				batch = append(batch, m)
-			case <-stopping.Done():
-				return
-			}
-		}
-	fill:
-		for len(batch) < w.cfg.MaxBatch {
-			select {
-			case m, ok := <-in:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, m)
-			default:
-				break fill
-			}
-		}
-		w.busy.Add(1)
-		w.state.RLock()
-		out, done, lost := w.decideBatch(stopping, work, batch)
-		if len(out) > 0 {
-			if err := w.publish(work, out); err != nil {
-				w.state.RUnlock()
-				w.busy.Add(-1)
-				return // not committed: redelivered and re-published (ids make it safe)
-			}
-		}
-		if done > 0 {
-			if err := w.Reader.CommitMessages(work, batch[done-1]); err != nil {
-				w.Log.Warn("commit failed; the batch will be redelivered", "partition", batch[0].Partition, "err", err)
-			}
-			w.Metrics.Committed.Add(float64(done))
-		}
-		w.state.RUnlock()
-		w.busy.Add(-1)
-		switch {
-		case lost:
-			w.recoverState(stopping)
-		case done == 0 && stopping.Err() != nil:
-			return // shutting down
-		case done == 0:
-			// Nothing could be decided this time (a dependency failing in a
-			// way the retries gave up on): try again shortly, never drop the
-			// partition's lane.
-			w.Log.Warn("lane decided nothing; trying again", "partition", batch[0].Partition, "messages", len(batch))
-			time.Sleep(200 * time.Millisecond)
-		}
-		// What was not decided (shutdown, or a lost state) goes first next time.
-		batch = append(batch[:0], batch[done:]...)
-		if stopping.Err() != nil {
-			return
-		}
+// stateLost stops every lane from deciding until Redis's state is
+// rebuilt from Kafka (once, however many lanes noticed).
+func (w *Worker) stateLost() {
+	w.rebuildMu.Lock()
+	defer w.rebuildMu.Unlock()
+	if w.lost.Load() {
+		return
 	}
+	w.rebuiltCh = make(chan struct{})
+	w.lost.Store(true)
+	go w.recoverState(w.rebuiltCh)
 }
 
-// recoverState rebuilds Redis's state from Kafka after it was lost, with
-// every lane of this worker stopped between batches (their decisions so far
-// published), so the replay sees everything this worker recorded.
-func (w *Worker) recoverState(stopping context.Context) {
+// rebuilt is closed when the rebuild under way is done.
+func (w *Worker) rebuilt() <-chan struct{} {
+	w.rebuildMu.Lock()
+	defer w.rebuildMu.Unlock()
+	if w.rebuiltCh == nil {
+		return nil
+	}
+	return w.rebuiltCh
+}
+
+// recoverState rebuilds Redis's state from Kafka after it was lost. No
+// lane passes the gate meanwhile; the rebuild starts once every intent
+// already claimed has its outcome recorded and published, so the replay
+// sees everything this worker decided.
+func (w *Worker) recoverState(done chan struct{}) {
+	defer func() {
+		w.lost.Store(false)
+		close(done)
+	}()
+	for w.unsettled.Load() > 0 && w.stopping.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 	w.state.Lock()
 	defer w.state.Unlock()
 	if w.Rebuild == nil {
 		return
 	}
 	w.Log.Warn("Redis lost the dispatcher's state; rebuilding it from Kafka before deciding anything")
-	if !w.retry(stopping, func() error { return w.Rebuild(stopping) }) {
+	if !w.retry(w.stopping, func() error { return w.Rebuild(w.stopping) }) {
 		return
 	}
 	w.Metrics.Rebuilds.Inc()
 }
 
-// decideRetrying decides m, retrying infrastructure failures (Redis down,
-// another worker holding the intent) until it succeeds or shutdown.
-func (w *Worker) decideRetrying(stopping, work context.Context, m kafka.Message, counted bool) ([]kafka.Message, error) {
-	if !counted {
-		w.Metrics.Consumed.Inc()
-	}
-	delay := 100 * time.Millisecond
-	for {
-		recs, err := w.decide(work, m)
+// retry runs f until it succeeds, backing off, or until shutdown.
+func (w *Worker) retry(stopping context.Context, f func() error) bool {
+	for tries := 1; ; tries++ {
+		err := f()
 		if err == nil {
-			return recs, nil
+			return true
 		}
-		if errors.Is(err, store.ErrStateLost) {
-			return nil, err // the lane rebuilds the state before it goes on
-		}
-		var busy *busyError
-		wait := delay
-		if errors.As(err, &busy) {
-			wait = min(max(time.Until(busy.until), 50*time.Millisecond), 5*time.Second)
-			w.Log.Info("intent held by another worker; waiting", "intent_id", busy.id, "owner", busy.owner)
-		} else {
-			w.Metrics.InfraErrors.Inc()
-			w.Log.Warn("cannot decide intent; retrying", "partition", m.Partition, "offset", m.Offset, "err", err)
-			delay = min(delay*2, 5*time.Second)
-		}
-		t := time.NewTimer(wait)
+		w.Metrics.InfraErrors.Inc()
+		w.Log.Warn("cannot reach a dependency; retrying", "err", err)
+		t := time.NewTimer(retryDelay(tries))
 		select {
 		case <-t.C:
 		case <-stopping.Done():
 			t.Stop()
-			return nil, stopping.Err()
+			return false
 		}
 	}
 }
@@ -387,22 +376,20 @@ func (w *Worker) publish(ctx context.Context, recs []kafka.Message) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	delay := 100 * time.Millisecond
-	for {
+	for tries := 1; ; tries++ {
 		err := w.Publisher.WriteMessages(ctx, recs...)
 		if err == nil {
 			return nil
 		}
 		w.Metrics.InfraErrors.Inc()
 		w.Log.Warn("cannot publish status events; retrying", "records", len(recs), "err", err)
-		t := time.NewTimer(delay)
+		t := time.NewTimer(retryDelay(tries))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
 		}
-		delay = min(delay*2, 5*time.Second)
 	}
 }
 
