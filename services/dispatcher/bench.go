@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/contactd/dispatcher/pkg/channel"
 	"github.com/contactd/dispatcher/pkg/channel/sandbox"
+	"github.com/contactd/dispatcher/pkg/channel/twilio/twiliotest"
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/store"
@@ -37,27 +40,30 @@ import (
 
 // benchResult is what `dispatcher bench` reports (as a table, or --json).
 type benchResult struct {
-	Mode         string  `json:"mode"` // drain or rate
-	Intents      int     `json:"intents"`
-	Redis        string  `json:"redis"` // "server <addr>" or "in-process (miniredis)"
-	Broker       string  `json:"broker"`
-	Profile      string  `json:"profile"`
-	Partitions   int     `json:"partitions"`
-	Seconds      float64 `json:"seconds"`
-	PerSecond    float64 `json:"intents_per_second"`
-	OfferedRate  float64 `json:"offered_rate,omitempty"`
-	P50MS        float64 `json:"latency_p50_ms"`
-	P95MS        float64 `json:"latency_p95_ms"`
-	P99MS        float64 `json:"latency_p99_ms"`
-	RoundTrips   float64 `json:"redis_round_trips_per_intent"`
-	Sent         int64   `json:"sent"`
-	Other        int64   `json:"decided_otherwise"`
-	KafkaCeiling float64 `json:"ceiling_kafka_consumer_per_second"`
-	GateCeiling  float64 `json:"ceiling_gate_pipelined_per_second"`
-	OfCeiling    float64 `json:"ratio_to_lower_ceiling"`
+	Mode        string  `json:"mode"` // drain or rate
+	Intents     int     `json:"intents"`
+	Redis       string  `json:"redis"` // "server <addr>" or "in-process (miniredis)"
+	Broker      string  `json:"broker"`
+	Profile     string  `json:"profile"`
+	Partitions  int     `json:"partitions"`
+	Seconds     float64 `json:"seconds"`
+	PerSecond   float64 `json:"intents_per_second"`
+	OfferedRate float64 `json:"offered_rate,omitempty"`
+	P50MS       float64 `json:"latency_p50_ms"`
+	P95MS       float64 `json:"latency_p95_ms"`
+	P99MS       float64 `json:"latency_p99_ms"`
+	RoundTrips  float64 `json:"redis_round_trips_per_intent"`
+	Sent        int64   `json:"sent"`
+	Other       int64   `json:"decided_otherwise"`
+	// Decisions other than sent, by state/reason.
+	Decisions    map[string]int64 `json:"decisions_otherwise,omitempty"`
+	KafkaCeiling float64          `json:"ceiling_kafka_consumer_per_second"`
+	GateCeiling  float64          `json:"ceiling_gate_pipelined_per_second"`
+	OfCeiling    float64          `json:"ratio_to_lower_ceiling"`
 	// The provider side: the sandbox's latency, the most sends seen in
 	// progress at once, and the ceiling min(gate ceiling, max in-flight ÷
 	// mean latency) with our ratio to it.
+	Provider          string  `json:"provider"`
 	ProviderLatency   string  `json:"provider_latency"`
 	MeanLatencyMS     float64 `json:"provider_latency_mean_ms"`
 	InFlightPeak      int64   `json:"in_flight_peak"`
@@ -76,6 +82,8 @@ type benchLatencies struct {
 	mu       sync.Mutex
 	samples  []time.Duration
 	sent     atomic.Int64
+	inFlight atomic.Int64 // provider calls in progress
+	peak     atomic.Int64 // the most seen at once
 }
 
 type timedSender struct {
@@ -84,7 +92,15 @@ type timedSender struct {
 }
 
 func (t timedSender) Send(ctx context.Context, m channel.Message) (channel.Receipt, error) {
+	n := t.l.inFlight.Add(1)
+	for {
+		p := t.l.peak.Load()
+		if n <= p || t.l.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
 	r, err := t.Sender.Send(ctx, m)
+	t.l.inFlight.Add(-1)
 	if err == nil {
 		t.l.sent.Add(1)
 		if v, ok := t.l.produced.LoadAndDelete(m.IntentID); ok {
@@ -95,6 +111,22 @@ func (t timedSender) Send(ctx context.Context, m channel.Message) (channel.Recei
 		}
 	}
 	return r, err
+}
+
+// Name and Available are the wrapped sender's (its breaker's), so the
+// worker sees the provider as it is.
+func (t timedSender) Name() string {
+	if n, ok := t.Sender.(interface{ Name() string }); ok {
+		return n.Name()
+	}
+	return ""
+}
+
+func (t timedSender) Available() (bool, time.Time) {
+	if a, ok := t.Sender.(interface{ Available() (bool, time.Time) }); ok {
+		return a.Available()
+	}
+	return true, time.Time{}
 }
 
 func (l *benchLatencies) percentiles() (p50, p95, p99 float64) {
@@ -129,6 +161,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured part to this file (go tool pprof)")
 	maxInFlight := fs.Int("max-in-flight", 1024, "provider calls in flight at once in the worker (DISPATCHER_MAX_IN_FLIGHT)")
 	concurrency := fs.Int("concurrency", 0, "each channel's own ceiling (DISPATCHER_<CHANNEL>_CONCURRENCY); default: --max-in-flight, so the worker's bound is what is measured")
+	provider := fs.String("provider", "sandbox", "sandbox (every channel), or twilio: SMS only, through the Twilio adapter to a local server speaking Twilio's REST API that answers after --provider-latency")
 	providerLatency := fs.String("provider-latency", "0", "how long each provider call takes: a duration (200ms) or lognormal:P50:P99 (lognormal:150ms:800ms)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -139,7 +172,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	res := benchResult{Mode: "drain", Intents: *count, Profile: *profile, Partitions: *partitions,
-		ProviderLatency: latency.String(), MeanLatencyMS: float64(latency.Mean().Microseconds()) / 1000, MaxInFlight: *maxInFlight}
+		Provider: "sandbox", ProviderLatency: latency.String(), MeanLatencyMS: float64(latency.Mean().Microseconds()) / 1000, MaxInFlight: *maxInFlight}
 	if *rate > 0 {
 		res.Mode, res.OfferedRate = "rate", *rate
 	}
@@ -194,6 +227,25 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	cfg.SandboxForgetful = true
 	cfg.SandboxLatency = latency
 	cfg.MaxInFlight = *maxInFlight
+	smsOnly := false
+	switch *provider {
+	case "sandbox":
+	case "twilio":
+		if latency.P50 != latency.P99 {
+			return errors.New("--provider twilio takes a fixed --provider-latency")
+		}
+		tw := twiliotest.NewServer("ACbench0000000000000000000000000000", "benchtoken0000000000000000000000")
+		defer tw.Close()
+		tw.Delay(latency.P50)
+		tw.Forget(true)
+		cfg.Providers["sms"] = "twilio"
+		cfg.Twilio = TwilioConfig{AccountSID: "ACbench0000000000000000000000000000", AuthToken: "benchtoken0000000000000000000000", From: "+15005550006", BaseURL: tw.URL()}
+		cfg.SandboxLatency = sandbox.Latency{}
+		smsOnly = true
+		res.Provider = "twilio (local server speaking its REST API)"
+	default:
+		return fmt.Errorf("--provider: %q is not sandbox or twilio", *provider)
+	}
 	for ch := range cfg.Concurrency {
 		cfg.Concurrency[ch] = *maxInFlight
 		if *concurrency > 0 {
@@ -219,6 +271,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		now := time.Now()
 		for i := 0; i < n; i++ {
 			in := g.next()
+			if smsOnly {
+				in.Channels, in.Fallback = []intent.Channel{intent.SMS}, false
+			}
 			b, err := json.Marshal(in)
 			if err != nil {
 				return err
@@ -330,7 +385,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		svc.Close()
 	}
 	res.PerSecond = float64(res.Intents) / res.Seconds
-	res.InFlightPeak = svc.Sandbox.InFlightPeak()
+	res.InFlightPeak = lat.peak.Load()
+	res.Decisions = metricByLabels(svc.Reg, "dispatcher_decisions_total")
+	delete(res.Decisions, "sent/")
 	res.Sent, res.Other = decided()
 	res.P50MS, res.P95MS, res.P99MS = lat.percentiles()
 	res.AllocsPer = float64(ms1.Mallocs-ms0.Mallocs) / float64(max(res.Intents, 1))
@@ -378,11 +435,19 @@ func printBench(w io.Writer, r benchResult) {
 	row("latency produce→provider p50/p95/p99", fmt.Sprintf("%.1f / %.1f / %.1f ms", r.P50MS, r.P95MS, r.P99MS))
 	row("Redis round trips per intent", fmt.Sprintf("%.3f", r.RoundTrips))
 	row("sent / decided otherwise", fmt.Sprintf("%d / %d", r.Sent, r.Other))
+	if len(r.Decisions) > 0 {
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(r.Decisions)) {
+			parts = append(parts, fmt.Sprintf("%s %d", k, r.Decisions[k]))
+		}
+		row("decisions other than sent", strings.Join(parts, ", "))
+	}
 	if r.KafkaCeiling > 0 {
 		row("ceiling: bare kafka-go consumer", fmt.Sprintf("%.0f intents/s", r.KafkaCeiling))
 		row("ceiling: gate script pipelined", fmt.Sprintf("%.0f intents/s", r.GateCeiling))
 		row("ours / lower ceiling", fmt.Sprintf("%.0f%%", 100*r.OfCeiling))
 	}
+	row("provider", r.Provider)
 	row("provider latency (mean)", fmt.Sprintf("%s (%.1f ms)", r.ProviderLatency, r.MeanLatencyMS))
 	row("in flight: peak / max", fmt.Sprintf("%d / %d", r.InFlightPeak, r.MaxInFlight))
 	if r.InFlightCeiling > 0 {
@@ -560,6 +625,28 @@ func metricSum(reg prometheus.Gatherer, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// metricByLabels sums a counter by its label values joined with "/".
+func metricByLabels(reg prometheus.Gatherer, name string) map[string]int64 {
+	out := map[string]int64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var vs []string
+			for _, l := range m.GetLabel() {
+				vs = append(vs, l.GetValue())
+			}
+			out[strings.Join(vs, "/")] += int64(m.GetCounter().GetValue())
+		}
+	}
+	return out
 }
 
 // peakRSS is the process's peak resident set size in MB (Linux).

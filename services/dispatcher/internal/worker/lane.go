@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -52,6 +54,40 @@ type lane struct {
 	closed   bool            // in was closed
 	hold     time.Time       // a whole call failed: the next Redis stage waits until then
 	tries    int             // whole calls failed in a row
+
+	// Read by job goroutines: whether waiting for a channel holds others up.
+	full     atomic.Bool                      // the queue is at LaneQueue: intake stopped
+	byChan   map[intent.Channel]*atomic.Int64 // uncommitted intents by first channel
+	byChanMu sync.Mutex
+}
+
+// heldUp reports whether an intent waiting for ch holds up others: the
+// lane is full, so nothing more is read until its oldest intents are
+// decided, and some of what it holds is for other channels.
+func (l *lane) heldUp(ch intent.Channel) bool {
+	if !l.full.Load() {
+		return false
+	}
+	for c, n := range l.counts() {
+		if c != ch && n.Load() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *lane) counts() map[intent.Channel]*atomic.Int64 {
+	l.byChanMu.Lock()
+	defer l.byChanMu.Unlock()
+	return l.byChan
+}
+
+// channelOf is the channel an intent is admitted for ("" none).
+func channelOf(j *job) intent.Channel {
+	if j.needsGate() && len(j.in.Channels) > 0 {
+		return j.in.Channels[0]
+	}
+	return ""
 }
 
 // stage is where a job's goroutine reports from.
@@ -64,7 +100,12 @@ const (
 )
 
 func newLane(w *Worker, stopping, work context.Context, in <-chan kafka.Message) *lane {
-	return &lane{w: w, stopping: stopping, work: work, in: in, reports: make(chan *job, 64), last: map[string]*job{}}
+	l := &lane{w: w, stopping: stopping, work: work, in: in, reports: make(chan *job, 64), last: map[string]*job{},
+		byChan: map[intent.Channel]*atomic.Int64{}}
+	for _, ch := range intent.Channels {
+		l.byChan[ch] = new(atomic.Int64)
+	}
+	return l
 }
 
 // run decides the partition's messages until intake stops and what is in
@@ -174,6 +215,10 @@ func (l *lane) take(m kafka.Message, ok bool) {
 	}
 	j := l.w.prepare(m)
 	l.queue = append(l.queue, j)
+	if n := l.byChan[channelOf(j)]; n != nil {
+		n.Add(1)
+	}
+	l.full.Store(len(l.queue) >= l.w.cfg.LaneQueue)
 	l.w.queued.Add(1)
 	l.w.Metrics.Queued.Inc()
 	if prev := l.last[j.key]; prev != nil && j.key != "" {
@@ -358,8 +403,14 @@ func (l *lane) flush() bool {
 	l.w.Metrics.Committed.Add(float64(n))
 	l.w.queued.Add(int64(-n))
 	l.w.Metrics.Queued.Sub(float64(n))
+	for _, j := range l.queue[:n] {
+		if c := l.byChan[channelOf(j)]; c != nil {
+			c.Add(-1)
+		}
+	}
 	clear(l.queue[:n])
 	l.queue = append(l.queue[:0], l.queue[n:]...)
+	l.full.Store(len(l.queue) >= l.w.cfg.LaneQueue)
 	return true
 }
 
@@ -381,7 +432,7 @@ type reserver interface {
 // carry is a job's goroutine: admission, then (after the gate) the provider
 // call.
 func (w *Worker) carry(l *lane, j *job) {
-	if !w.admit(l.stopping, j) {
+	if !w.admit(l, j) {
 		j.stage = stageGone
 		l.reports <- j
 		return
@@ -412,13 +463,11 @@ func (w *Worker) carry(l *lane, j *job) {
 
 // admit takes the slots of the job's first channel and an in-flight slot.
 // It returns false only when shutdown came first.
-func (w *Worker) admit(stopping context.Context, j *job) bool {
+func (w *Worker) admit(l *lane, j *job) bool {
 	j.slots, j.busy, j.retryAt = slots{}, nil, time.Time{}
 	ch := j.in.Channels[0]
-	ctx, cancel := context.WithTimeout(stopping, w.cfg.AdmitWait)
-	defer cancel()
-	if !w.takeChannel(ctx, j, ch) {
-		if stopping.Err() != nil {
+	if !w.takeChannel(l.stopping, j, ch, l.heldUp) {
+		if l.stopping.Err() != nil {
 			return false
 		}
 		j.busy = &busyChannel{ch: ch, provider: providerName(w.Senders[ch]), until: w.Now().Add(w.cfg.AdmitWait)}
@@ -428,45 +477,77 @@ func (w *Worker) admit(stopping context.Context, j *job) bool {
 		j.slots.flight = true
 		w.Metrics.InFlight.Inc()
 		return true
-	case <-stopping.Done():
+	case <-l.stopping.Done():
 		w.release(j)
 		return false
 	}
 }
 
-// takeChannel takes a slot of ch and reserves its rate, within ctx.
-func (w *Worker) takeChannel(ctx context.Context, j *job, ch intent.Channel) bool {
-	sem := w.channelSlots[ch]
-	if sem != nil {
+// takeChannel takes a slot of ch and reserves its rate. It waits as long as
+// it must, unless heldUp(ch) says that waiting holds up other channels'
+// intents (checked every AdmitWait): then it gives up, and the gate treats
+// ch as busy. It returns false then, or at shutdown.
+func (w *Worker) takeChannel(ctx context.Context, j *job, ch intent.Channel, heldUp func(intent.Channel) bool) bool {
+	if sem := w.channelSlots[ch]; sem != nil {
+		if !w.acquire(ctx, sem, ch, heldUp) {
+			return false
+		}
+	}
+	j.slots.ch = ch
+	r, ok := w.Senders[ch].(reserver)
+	if !ok {
+		return true
+	}
+	n, per := r.Rate()
+	q := w.rateQueue[ch]
+	waiting := w.rateWaiting(ch).Add(1)
+	defer w.rateWaiting(ch).Add(-1)
+	if ahead := time.Duration(waiting-1) * per / time.Duration(max(n, 1)); ahead > w.cfg.AdmitWait && heldUp(ch) {
+		// The queue for the rate is longer than admission waits and
+		// others wait behind it: do not join it.
+		w.releaseChannel(j)
+		return false
+	}
+	// One admission at a time waits for the rate (the others queue here,
+	// without calling Redis).
+	if q != nil && !w.acquire(ctx, q, ch, heldUp) {
+		w.releaseChannel(j)
+		return false
+	}
+	err := r.Reserve(ctx)
+	if q != nil {
+		<-q
+	}
+	if err != nil {
+		w.releaseChannel(j)
+		return false
+	}
+	j.slots.reserved = true
+	return true
+}
+
+// acquire takes a slot of sem, waiting until ctx ends or — checked every
+// AdmitWait — heldUp(ch).
+func (w *Worker) acquire(ctx context.Context, sem chan struct{}, ch intent.Channel, heldUp func(intent.Channel) bool) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTicker(w.cfg.AdmitWait)
+	defer t.Stop()
+	for {
 		select {
 		case sem <- struct{}{}:
-			j.slots.ch = ch
+			return true
+		case <-t.C:
+			if heldUp(ch) {
+				return false
+			}
 		case <-ctx.Done():
 			return false
 		}
 	}
-	r, ok := w.Senders[ch].(reserver)
-	if !ok {
-		j.slots.ch = ch
-		return true
-	}
-	n, per := r.Rate()
-	waiting := w.rateWaiting(ch).Add(1)
-	defer w.rateWaiting(ch).Add(-1)
-	if n > 0 {
-		// The queue for the rate is already longer than admission waits:
-		// do not join it.
-		if ahead := time.Duration(waiting-1) * per / time.Duration(n); ahead > w.cfg.AdmitWait {
-			w.releaseChannel(j)
-			return false
-		}
-	}
-	if err := r.Reserve(ctx); err != nil {
-		w.releaseChannel(j)
-		return false
-	}
-	j.slots.ch, j.slots.reserved = ch, true
-	return true
 }
 
 // swap trades the job's channel slot for one of ch (the gate chose ch).
@@ -474,7 +555,7 @@ func (w *Worker) swap(ctx context.Context, j *job, ch intent.Channel) bool {
 	w.releaseChannel(j)
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.AdmitWait)
 	defer cancel()
-	return w.takeChannel(ctx, j, ch)
+	return w.takeChannel(ctx, j, ch, func(intent.Channel) bool { return false })
 }
 
 func (w *Worker) releaseChannel(j *job) {

@@ -354,9 +354,10 @@ func TestLaneCommitsTheWatermark(t *testing.T) {
 }
 
 // A rate-limited provider holds only its own share: with SMS held to 1 a
-// second, the e-mails of the same partition are all sent, and the SMS that
-// cannot get the rate in time are deferred as provider_busy — not counted,
-// not failed, the breaker untouched.
+// second, the e-mails of the same partition are all sent, and once the
+// waiting SMS fill the lane (so that it would stop reading e-mails) those
+// that cannot get the rate in time are deferred as provider_busy — not
+// counted, not failed, the breaker untouched.
 func TestLaneRateLimitedChannelDoesNotHoldOthers(t *testing.T) {
 	f := newFixture(t, true)
 	f.now = time.Date(2026, 11, 23, 4, 0, 0, 0, time.UTC)
@@ -372,7 +373,7 @@ func TestLaneRateLimitedChannelDoesNotHoldOthers(t *testing.T) {
 		}
 		msgs = append(msgs, keyed(t, noonIntent(fmt.Sprintf("I-%d", i), fmt.Sprintf("D-%d", i), ch)))
 	}
-	w, err := New(Config{Owner: "w1", AdmitWait: 300 * time.Millisecond}, f.w.Deps)
+	w, err := New(Config{Owner: "w1", AdmitWait: 300 * time.Millisecond, LaneQueue: 32}, f.w.Deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,6 +399,36 @@ func TestLaneRateLimitedChannelDoesNotHoldOthers(t *testing.T) {
 	}
 	if n := sms.calls.Load(); n != int64(counts["sms sent/"]) {
 		t.Errorf("SMS provider called %d times for %d sent", n, counts["sms sent/"])
+	}
+}
+
+// A backlog of one channel behind its provider's concurrency just waits:
+// nothing else is held up, so nothing is deferred as provider_busy.
+func TestLaneBacklogOfOneChannelWaits(t *testing.T) {
+	f := newFixture(t, true)
+	f.now = time.Date(2026, 11, 23, 4, 0, 0, 0, time.UTC)
+	g := newGatedSender(10 * time.Millisecond)
+	f.w.Senders[intent.SMS] = g
+	w, err := New(Config{Owner: "w1", AdmitWait: 20 * time.Millisecond, LaneQueue: 16,
+		ChannelLimits: map[intent.Channel]int{intent.SMS: 2}}, f.w.Deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []kafka.Message
+	for i := range 100 {
+		msgs = append(msgs, keyed(t, noonIntent(fmt.Sprintf("I-%d", i), fmt.Sprintf("D-%d", i), intent.SMS)))
+	}
+	r, pub := &feedReader{msgs: onPartition(0, msgs...)}, &collector{}
+	runLanes(t, w, r, pub, len(msgs))
+	counts := map[string]int{}
+	for _, s := range pub.finals(t) {
+		counts[s]++
+	}
+	if counts["sent/"] != 100 {
+		t.Errorf("outcomes %v, want all 100 sent", counts)
+	}
+	if p := g.peakOf("ch:sms"); p > 2 {
+		t.Errorf("%d SMS calls at once, want at most 2", p)
 	}
 }
 

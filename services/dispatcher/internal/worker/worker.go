@@ -184,6 +184,7 @@ type Worker struct {
 	flight       chan struct{}          // the worker's in-flight slots
 	channelSlots map[intent.Channel]chan struct{}
 	waiting      map[intent.Channel]*atomic.Int64 // admissions waiting for a channel's rate
+	rateQueue    map[intent.Channel]chan struct{} // one admission at a time waits for a channel's rate
 
 	lost      atomic.Bool // Redis lost its state: nothing passes the gate until it is rebuilt
 	rebuildMu sync.Mutex
@@ -215,12 +216,14 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, Deps: d, reads: readsOf(d.Profile), flight: make(chan struct{}, cfg.MaxInFlight),
 		channelSlots: map[intent.Channel]chan struct{}{}, waiting: map[intent.Channel]*atomic.Int64{},
-		stopping: context.Background()}
+		rateQueue: map[intent.Channel]chan struct{}{},
+		stopping:  context.Background()}
 	for _, ch := range intent.Channels {
 		if n := cfg.ChannelLimits[ch]; n > 0 {
 			w.channelSlots[ch] = make(chan struct{}, n)
 		}
 		w.waiting[ch] = new(atomic.Int64)
+		w.rateQueue[ch] = make(chan struct{}, 1)
 	}
 	return w, nil
 }
