@@ -476,6 +476,9 @@ func (w *Worker) admit(l *lane, j *job) bool {
 	case w.flight <- struct{}{}:
 		j.slots.flight = true
 		w.Metrics.InFlight.Inc()
+		if j.slots.ch != "" {
+			w.calling(j.slots.ch).Add(1)
+		}
 		return true
 	case <-l.stopping.Done():
 		w.release(j)
@@ -489,7 +492,10 @@ func (w *Worker) admit(l *lane, j *job) bool {
 // ch as busy. It returns false then, or at shutdown.
 func (w *Worker) takeChannel(ctx context.Context, j *job, ch intent.Channel, heldUp func(intent.Channel) bool) bool {
 	if sem := w.channelSlots[ch]; sem != nil {
-		if !w.acquire(ctx, sem, ch, heldUp) {
+		// Busy only if the channel's provider is what is full: slots held by
+		// intents still waiting for an in-flight slot do not count.
+		busy := func(ch intent.Channel) bool { return w.calling(ch).Load() >= int64(cap(sem)) && heldUp(ch) }
+		if !w.acquire(ctx, sem, ch, busy) {
 			return false
 		}
 	}
@@ -555,10 +561,19 @@ func (w *Worker) swap(ctx context.Context, j *job, ch intent.Channel) bool {
 	w.releaseChannel(j)
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.AdmitWait)
 	defer cancel()
-	return w.takeChannel(ctx, j, ch, func(intent.Channel) bool { return false })
+	if !w.takeChannel(ctx, j, ch, func(intent.Channel) bool { return false }) {
+		return false
+	}
+	if j.slots.flight {
+		w.calling(ch).Add(1)
+	}
+	return true
 }
 
 func (w *Worker) releaseChannel(j *job) {
+	if j.slots.ch != "" && j.slots.flight {
+		w.calling(j.slots.ch).Add(-1)
+	}
 	if sem := w.channelSlots[j.slots.ch]; sem != nil && j.slots.ch != "" {
 		<-sem
 	}

@@ -402,6 +402,50 @@ func TestLaneRateLimitedChannelDoesNotHoldOthers(t *testing.T) {
 	}
 }
 
+// A slow provider at its concurrency holds only its own share too: SMS at
+// 2 calls of 200 ms at once, e-mail free, one small lane.
+func TestLaneSlowChannelDoesNotHoldOthers(t *testing.T) {
+	f := newFixture(t, true)
+	f.now = time.Date(2026, 11, 23, 4, 0, 0, 0, time.UTC)
+	sms, mail := newGatedSender(200*time.Millisecond), newGatedSender(0)
+	f.w.Senders[intent.SMS], f.w.Senders[intent.Email] = sms, mail
+	w, err := New(Config{Owner: "w1", AdmitWait: 50 * time.Millisecond, LaneQueue: 16,
+		ChannelLimits: map[intent.Channel]int{intent.SMS: 2}}, f.w.Deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []kafka.Message
+	for i := range 120 {
+		ch := intent.Email
+		if i%3 == 0 {
+			ch = intent.SMS
+		}
+		msgs = append(msgs, keyed(t, noonIntent(fmt.Sprintf("I-%d", i), fmt.Sprintf("D-%d", i), ch)))
+	}
+	r, pub := &feedReader{msgs: onPartition(0, msgs...)}, &collector{}
+	runLanes(t, w, r, pub, len(msgs))
+	counts := map[string]int{}
+	for id, st := range pub.finals(t) {
+		var n int
+		fmt.Sscanf(id, "I-%d", &n)
+		ch := "email"
+		if n%3 == 0 {
+			ch = "sms"
+		}
+		counts[ch+" "+st]++
+	}
+	t.Logf("outcomes: %v", counts)
+	if counts["email sent/"] != 80 {
+		t.Errorf("%d of 80 e-mails sent behind a slow SMS provider", counts["email sent/"])
+	}
+	if counts["sms sent/"]+counts["sms deferred/provider_busy"] != 40 || counts["sms deferred/provider_busy"] == 0 {
+		t.Errorf("SMS outcomes %v: want sent at the provider's pace, the rest deferred provider_busy", counts)
+	}
+	if p := sms.peakOf("ch:sms"); p > 2 {
+		t.Errorf("%d SMS calls at once, want at most 2", p)
+	}
+}
+
 // A backlog of one channel behind its provider's concurrency just waits:
 // nothing else is held up, so nothing is deferred as provider_busy.
 func TestLaneBacklogOfOneChannelWaits(t *testing.T) {

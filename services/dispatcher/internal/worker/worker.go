@@ -185,6 +185,7 @@ type Worker struct {
 	channelSlots map[intent.Channel]chan struct{}
 	waiting      map[intent.Channel]*atomic.Int64 // admissions waiting for a channel's rate
 	rateQueue    map[intent.Channel]chan struct{} // one admission at a time waits for a channel's rate
+	callingN     map[intent.Channel]*atomic.Int64 // intents holding a channel's slot and an in-flight slot
 
 	lost      atomic.Bool // Redis lost its state: nothing passes the gate until it is rebuilt
 	rebuildMu sync.Mutex
@@ -216,16 +217,24 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	}
 	w := &Worker{cfg: cfg, Deps: d, reads: readsOf(d.Profile), flight: make(chan struct{}, cfg.MaxInFlight),
 		channelSlots: map[intent.Channel]chan struct{}{}, waiting: map[intent.Channel]*atomic.Int64{},
-		rateQueue: map[intent.Channel]chan struct{}{},
-		stopping:  context.Background()}
+		rateQueue: map[intent.Channel]chan struct{}{}, callingN: map[intent.Channel]*atomic.Int64{},
+		stopping: context.Background()}
 	for _, ch := range intent.Channels {
 		if n := cfg.ChannelLimits[ch]; n > 0 {
 			w.channelSlots[ch] = make(chan struct{}, n)
 		}
 		w.waiting[ch] = new(atomic.Int64)
 		w.rateQueue[ch] = make(chan struct{}, 1)
+		w.callingN[ch] = new(atomic.Int64)
 	}
 	return w, nil
+}
+
+func (w *Worker) calling(ch intent.Channel) *atomic.Int64 {
+	if n := w.callingN[ch]; n != nil {
+		return n
+	}
+	return new(atomic.Int64)
 }
 
 func (w *Worker) rateWaiting(ch intent.Channel) *atomic.Int64 {
