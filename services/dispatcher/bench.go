@@ -160,7 +160,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	skipCeilings := fs.Bool("no-ceilings", false, "skip measuring the ceilings")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured part to this file (go tool pprof)")
 	maxInFlight := fs.Int("max-in-flight", 1024, "provider calls in flight at once in the worker (DISPATCHER_MAX_IN_FLIGHT)")
-	laneQueue := fs.Int("lane-queue", 1024, "intents a partition holds uncommitted (DISPATCHER_LANE_QUEUE)")
+	laneQueue := fs.Int("lane-queue", 4096, "intents a partition holds uncommitted (DISPATCHER_LANE_QUEUE)")
 	concurrency := fs.Int("concurrency", 0, "each channel's own ceiling (DISPATCHER_<CHANNEL>_CONCURRENCY); default: --max-in-flight, so the worker's bound is what is measured")
 	provider := fs.String("provider", "sandbox", "sandbox (every channel), or twilio: SMS only, through the Twilio adapter to a local server speaking Twilio's REST API that answers after --provider-latency")
 	providerLatency := fs.String("provider-latency", "0", "how long each provider call takes: a duration (200ms) or lognormal:P50:P99 (lognormal:150ms:800ms)")

@@ -153,7 +153,7 @@ var envVars = [][2]string{
 	{"DISPATCHER_SMS_CONCURRENCY, _VOICE_, _EMAIL_, _WECHAT_", "provider calls in progress at once from one process, per channel (the provider's concurrency limit); an HTTP provider keeps as many keep-alive connections; SMTP sends are held to the pool size too (default 256)"},
 	{"DISPATCHER_MAX_IN_FLIGHT", "provider calls in flight at once in one worker, all channels; sends/s ≈ this ÷ provider latency (default 1024)"},
 	{"DISPATCHER_ADMIT_WAIT", "longest an intent waits for its provider's slot or shared rate before the gate defers it (provider_busy) or falls back (default 1s)"},
-	{"DISPATCHER_LANE_QUEUE", "intents one partition holds read but uncommitted; when full the worker stops fetching it (default 1024)"},
+	{"DISPATCHER_LANE_QUEUE", "intents one partition holds read but uncommitted (at most DISPATCHER_MAX_IN_FLIGHT of them undecided); when full the worker stops fetching it (default 4096)"},
 	{"DISPATCHER_BREAKER_MIN_REQUESTS, _FAILURE_RATIO, _COOL_DOWN", "a provider's breaker opens at this share of failures over at least this many calls, for this long (10, 0.5, 30s)"},
 	{"DISPATCHER_RETRY_BASE, _RETRY_MAX, _RETRY_LIMIT", "retries of a failed send: first wait, longest wait, how many (30s, 30m, 8)"},
 }
@@ -174,7 +174,7 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 		SendTimeout:      10 * time.Second,
 		MaxInFlight:      1024,
 		AdmitWait:        time.Second,
-		LaneQueue:        1024,
+		LaneQueue:        4096,
 		LogLevel:         slog.LevelInfo,
 		LogFormat:        "json",
 		Providers:        map[string]string{},

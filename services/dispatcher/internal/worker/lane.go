@@ -33,8 +33,9 @@ import (
 // has not reached a recorded, published decision (the watermark). A crash
 // redelivers the rest; intent ids make that harmless.
 //
-// Backpressure: a lane holds at most LaneQueue intents not yet committed;
-// when it is full it stops reading, the worker stops fetching for it, and
+// Backpressure: a lane holds at most LaneQueue intents not yet committed,
+// of which at most MaxInFlight undecided (a decided one keeps only its
+// offset until the watermark passes it); when it is full it stops reading, the worker stops fetching for it, and
 // memory stays bounded however slow the providers are.
 type lane struct {
 	w        *Worker
@@ -56,9 +57,16 @@ type lane struct {
 	tries    int             // whole calls failed in a row
 
 	// Read by job goroutines: whether waiting for a channel holds others up.
-	full     atomic.Bool                      // the queue is at LaneQueue: intake stopped
+	open     int                              // intents in queue not yet decided
+	full     atomic.Bool                      // intake stopped (isFull)
 	byChan   map[intent.Channel]*atomic.Int64 // uncommitted intents by first channel
 	byChanMu sync.Mutex
+}
+
+// isFull reports whether the lane takes no more: LaneQueue uncommitted,
+// or MaxInFlight undecided.
+func (l *lane) isFull() bool {
+	return len(l.queue) >= l.w.cfg.LaneQueue || l.open >= l.w.cfg.MaxInFlight
 }
 
 // heldUp reports whether an intent waiting for ch holds up others: the
@@ -136,7 +144,7 @@ func (l *lane) wait() bool {
 		return false
 	}
 	var in <-chan kafka.Message
-	if !stopping && !l.closed && len(l.queue) < l.w.cfg.LaneQueue {
+	if !stopping && !l.closed && !l.isFull() {
 		in = l.in
 	}
 	now := l.w.Now()
@@ -182,7 +190,7 @@ func (l *lane) wait() bool {
 			continue
 		default:
 		}
-		if in == nil || len(l.queue) >= l.w.cfg.LaneQueue {
+		if in == nil || l.isFull() {
 			break
 		}
 		select {
@@ -215,10 +223,12 @@ func (l *lane) take(m kafka.Message, ok bool) {
 	}
 	j := l.w.prepare(m)
 	l.queue = append(l.queue, j)
-	if n := l.byChan[channelOf(j)]; n != nil {
+	l.open++
+	j.ch = channelOf(j)
+	if n := l.byChan[j.ch]; n != nil {
 		n.Add(1)
 	}
-	l.full.Store(len(l.queue) >= l.w.cfg.LaneQueue)
+	l.full.Store(l.isFull())
 	l.w.queued.Add(1)
 	l.w.Metrics.Queued.Inc()
 	if prev := l.last[j.key]; prev != nil && j.key != "" {
@@ -340,7 +350,13 @@ func (l *lane) round() {
 		} else if l.last[j.key] == j {
 			delete(l.last, j.key)
 		}
+		// Decided and published: only its offset is needed until the
+		// watermark passes it.
+		l.open--
+		j.m.Value, j.m.Headers, j.m.Key = nil, nil, nil
+		j.in, j.recs, j.plan, j.bad, j.end, j.next = intent.Intent{}, nil, nil, nil, nil, nil
 	}
+	l.full.Store(l.isFull())
 }
 
 // failed parks a job whose stage failed; admitted says it holds slots (it
@@ -404,13 +420,13 @@ func (l *lane) flush() bool {
 	l.w.queued.Add(int64(-n))
 	l.w.Metrics.Queued.Sub(float64(n))
 	for _, j := range l.queue[:n] {
-		if c := l.byChan[channelOf(j)]; c != nil {
+		if c := l.byChan[j.ch]; c != nil {
 			c.Add(-1)
 		}
 	}
 	clear(l.queue[:n])
 	l.queue = append(l.queue[:0], l.queue[n:]...)
-	l.full.Store(len(l.queue) >= l.w.cfg.LaneQueue)
+	l.full.Store(l.isFull())
 	return true
 }
 

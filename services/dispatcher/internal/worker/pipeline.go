@@ -32,13 +32,14 @@ type job struct {
 	err  error           // the last stage failed for this job (see Worker.next)
 
 	// The lane's bookkeeping.
-	key     string    // ordering key: the debtor
-	next    *job      // the same debtor's next intent in this lane
-	retryAt time.Time // parked until then
-	tries   int       // failed stages in a row (backoff)
-	stage   stage     // where the job's goroutine is (written before each report)
-	proceed chan bool // the lane's answer after the gate: send (true) or give the slots back
-	slots   slots     // what admission holds for the provider call
+	key     string         // ordering key: the debtor
+	ch      intent.Channel // the channel it is admitted for ("" decided alone)
+	next    *job           // the same debtor's next intent in this lane
+	retryAt time.Time      // parked until then
+	tries   int            // failed stages in a row (backoff)
+	stage   stage          // where the job's goroutine is (written before each report)
+	proceed chan bool      // the lane's answer after the gate: send (true) or give the slots back
+	slots   slots          // what admission holds for the provider call
 	busy    *busyChannel
 }
 

@@ -83,7 +83,7 @@ type Config struct {
 	// concurrency); a channel without one is held by MaxInFlight alone.
 	ChannelLimits map[intent.Channel]int
 	AdmitWait     time.Duration // longest wait for a channel's slot or rate before the gate defers or falls back; default 1s
-	LaneQueue     int           // intents a partition holds uncommitted before its intake stops; default 1024
+	LaneQueue     int           // intents a partition holds uncommitted before its intake stops; default 4096
 	LaneBuffer    int           // fetched messages waiting for their lane; default 256
 	RetryBase     time.Duration // wait before the first retry of a failed send, doubled each time; default 30s
 	RetryMax      time.Duration // longest wait between retries; default 30m
@@ -109,7 +109,7 @@ func (c *Config) defaults() {
 		c.AdmitWait = time.Second
 	}
 	if c.LaneQueue == 0 {
-		c.LaneQueue = 1024
+		c.LaneQueue = 4096
 	}
 	if c.LaneBuffer == 0 {
 		c.LaneBuffer = 256
