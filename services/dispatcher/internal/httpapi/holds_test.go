@@ -148,7 +148,8 @@ func TestHolds(t *testing.T) {
 	// posted; none whose decision starts after the 201 is sent.
 	setClock(friday.Add(2 * time.Hour))
 	var replied atomic.Bool
-	var lateSent, lateNotCanceled, late atomic.Int64
+	var lateSent, lateNotCanceled, late, started atomic.Int64
+	posting := make(chan struct{}) // the first 20 decisions are made, then the hold is posted as the rest go on
 	var wg sync.WaitGroup
 	ids := make(chan string, 100)
 	for i := 0; i < 100; i++ {
@@ -160,6 +161,9 @@ func TestHolds(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for id := range ids {
+				if started.Add(1) > 20 {
+					<-posting
+				}
 				after := replied.Load()
 				// Each on its own debt, so the daily caps do not decide first.
 				decide(w, msg(id, "D-R", "L-"+id))
@@ -175,7 +179,10 @@ func TestHolds(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(5 * time.Millisecond)
+	for started.Load() < 20 {
+		time.Sleep(time.Millisecond)
+	}
+	close(posting)
 	if code, _ := post("D-R", `{"reason":"deceased"}`); code != http.StatusCreated {
 		t.Fatalf("hold during the race: %d", code)
 	}
