@@ -266,12 +266,8 @@ func (w *Worker) afterGate(ctx context.Context, j *job, res store.GateResult, ow
 		if err != nil {
 			return nil, nil, err
 		}
-		for _, e := range rec.Timeline {
-			m, err := w.eventMessage(status.TransitionEvent(rec.ID, rec.DebtorID, e))
-			if err != nil {
-				return nil, nil, err
-			}
-			recs = append(recs, m)
+		if recs, err = w.events(rec.ID, rec.DebtorID, rec.Timeline...); err != nil {
+			return nil, nil, err
 		}
 		ch := intent.Channel(res.Channel)
 		if own && res.Holder == j.token {
@@ -780,13 +776,9 @@ func (w *Worker) duplicate(ctx context.Context, in intent.Intent) ([]kafka.Messa
 		return nil, err
 	}
 	w.count(status.Suppressed, status.ReasonDuplicate, "")
-	var out []kafka.Message
-	for _, e := range rec.Timeline {
-		m, err := w.eventMessage(status.TransitionEvent(rec.ID, rec.DebtorID, e))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
+	out, err := w.events(rec.ID, rec.DebtorID, rec.Timeline...)
+	if err != nil {
+		return nil, err
 	}
 	d := status.Event{
 		Kind: status.KindDuplicate, ID: in.ID, DebtorID: in.DebtorID, State: status.Suppressed,
