@@ -629,7 +629,7 @@ func metricSum(reg prometheus.Gatherer, name string) float64 {
 	return sum
 }
 
-// metricByLabels sums a counter by its label values joined with "/".
+// metricByLabels sums a counter by its state and reason labels, "state/reason".
 func metricByLabels(reg prometheus.Gatherer, name string) map[string]int64 {
 	out := map[string]int64{}
 	mfs, err := reg.Gather()
@@ -641,11 +641,11 @@ func metricByLabels(reg prometheus.Gatherer, name string) map[string]int64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			var vs []string
+			byName := map[string]string{}
 			for _, l := range m.GetLabel() {
-				vs = append(vs, l.GetValue())
+				byName[l.GetName()] = l.GetValue()
 			}
-			out[strings.Join(vs, "/")] += int64(m.GetCounter().GetValue())
+			out[byName["state"]+"/"+byName["reason"]] += int64(m.GetCounter().GetValue())
 		}
 	}
 	return out
