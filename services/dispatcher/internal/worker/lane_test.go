@@ -365,31 +365,11 @@ func TestLaneRateLimitedChannelDoesNotHoldOthers(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	f.w.Senders[intent.SMS] = ratelimit.Wrap(sms, ratelimit.New(rdb, prefix, "sms", 1, time.Second))
 	f.w.Senders[intent.Email] = mail
-	var msgs []kafka.Message
-	for i := range 200 {
-		ch := intent.Email
-		if i%4 == 0 {
-			ch = intent.SMS
-		}
-		msgs = append(msgs, keyed(t, noonIntent(fmt.Sprintf("I-%d", i), fmt.Sprintf("D-%d", i), ch)))
-	}
 	w, err := New(Config{Owner: "w1", AdmitWait: 300 * time.Millisecond, LaneQueue: 32}, f.w.Deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &feedReader{msgs: onPartition(0, msgs...)}
-	pub := &collector{}
-	runLanes(t, w, r, pub, len(msgs))
-	counts := map[string]int{}
-	for id, s := range pub.finals(t) {
-		var n int
-		fmt.Sscanf(id, "I-%d", &n)
-		ch := "email"
-		if n%4 == 0 {
-			ch = "sms"
-		}
-		counts[ch+" "+s]++
-	}
+	counts := runMixed(t, w, 200, 4)
 	t.Logf("outcomes: %v", counts)
 	if counts["email sent/"] != 150 {
 		t.Errorf("%d of 150 e-mails sent behind a rate-limited SMS provider", counts["email sent/"])
@@ -400,6 +380,32 @@ func TestLaneRateLimitedChannelDoesNotHoldOthers(t *testing.T) {
 	if n := sms.calls.Load(); n != int64(counts["sms sent/"]) {
 		t.Errorf("SMS provider called %d times for %d sent", n, counts["sms sent/"])
 	}
+}
+
+// runMixed runs n intents of their own debtors through one lane, every
+// every-th an SMS and the others e-mails, and counts the outcomes by
+// "channel state/reason".
+func runMixed(t *testing.T, w *Worker, n, every int) map[string]int {
+	t.Helper()
+	var msgs []kafka.Message
+	chOf := func(i int) intent.Channel {
+		if i%every == 0 {
+			return intent.SMS
+		}
+		return intent.Email
+	}
+	for i := range n {
+		msgs = append(msgs, keyed(t, noonIntent(fmt.Sprintf("I-%d", i), fmt.Sprintf("D-%d", i), chOf(i))))
+	}
+	r, pub := &feedReader{msgs: onPartition(0, msgs...)}, &collector{}
+	runLanes(t, w, r, pub, len(msgs))
+	counts := map[string]int{}
+	for id, st := range pub.finals(t) {
+		var i int
+		fmt.Sscanf(id, "I-%d", &i)
+		counts[string(chOf(i))+" "+st]++
+	}
+	return counts
 }
 
 // A slow provider at its concurrency holds only its own share too: SMS at
@@ -414,26 +420,7 @@ func TestLaneSlowChannelDoesNotHoldOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var msgs []kafka.Message
-	for i := range 120 {
-		ch := intent.Email
-		if i%3 == 0 {
-			ch = intent.SMS
-		}
-		msgs = append(msgs, keyed(t, noonIntent(fmt.Sprintf("I-%d", i), fmt.Sprintf("D-%d", i), ch)))
-	}
-	r, pub := &feedReader{msgs: onPartition(0, msgs...)}, &collector{}
-	runLanes(t, w, r, pub, len(msgs))
-	counts := map[string]int{}
-	for id, st := range pub.finals(t) {
-		var n int
-		fmt.Sscanf(id, "I-%d", &n)
-		ch := "email"
-		if n%3 == 0 {
-			ch = "sms"
-		}
-		counts[ch+" "+st]++
-	}
+	counts := runMixed(t, w, 120, 3)
 	t.Logf("outcomes: %v", counts)
 	if counts["email sent/"] != 80 {
 		t.Errorf("%d of 80 e-mails sent behind a slow SMS provider", counts["email sent/"])
