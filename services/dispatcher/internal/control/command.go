@@ -160,7 +160,7 @@ func Decode(b []byte) (Command, error) {
 		}
 		until = &s
 	}
-	if until != nil && *until != "" {
+	if until != nil {
 		t, err := time.Parse(time.RFC3339Nano, *until)
 		if err != nil || !rfc3339.MatchString(*until) {
 			return Command{}, invalid("until", intent.CodeInvalidFormat, "must be an RFC 3339 date-time such as 2026-11-27T10:00:00+08:00")
