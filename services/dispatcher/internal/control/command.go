@@ -120,7 +120,8 @@ var fields = map[string][]string{
 // Decode parses and validates one command. Like intent.Decode it refuses
 // values over MaxSize, invalid UTF-8, anything but one JSON object, unknown
 // fields, field names in another case and duplicate keys; null is absent.
-// Every error is an *Error.
+// Every error is an *Error; with a command that decoded but breaks a rule,
+// the command as read comes with it.
 func Decode(b []byte) (Command, error) {
 	var c Command
 	if len(b) > MaxSize {
@@ -168,7 +169,7 @@ func Decode(b []byte) (Command, error) {
 		c.Until = &t
 	}
 	if err := c.validate(raw); err != nil {
-		return Command{}, err
+		return c, err // what was read, for the metrics' type label
 	}
 	return c, nil
 }
