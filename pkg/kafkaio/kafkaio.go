@@ -22,6 +22,7 @@ type Topics struct {
 	Status   string // status events, key = intent id
 	Deferred string // compacted; key = intent id; intents waiting for their time
 	OptOuts  string // compacted; key = debtor_id/channel
+	Control  string // upstream commands (cancel, hold, release), key = debtor_id
 }
 
 // DefaultTopics are the names in the design.
@@ -31,15 +32,17 @@ var DefaultTopics = Topics{
 	Status:   "reminders.status",
 	Deferred: "reminders.deferred",
 	OptOuts:  "reminders.optouts",
+	Control:  "reminders.control",
 }
 
 // All lists the topic names.
 func (t Topics) All() []string {
-	return []string{t.Intents, t.DLQ, t.Status, t.Deferred, t.OptOuts}
+	return []string{t.Intents, t.DLQ, t.Status, t.Deferred, t.OptOuts, t.Control}
 }
 
 // Specs returns how the topics are created: intents, status and the
-// compacted topics with the given partition count, the DLQ with 3.
+// compacted topics with the given partition count, the DLQ and the control
+// topic with 3.
 func (t Topics) Specs(partitions, replication int) []kafka.TopicConfig {
 	compact := []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
 	return []kafka.TopicConfig{
@@ -48,6 +51,7 @@ func (t Topics) Specs(partitions, replication int) []kafka.TopicConfig {
 		{Topic: t.Status, NumPartitions: partitions, ReplicationFactor: replication},
 		{Topic: t.Deferred, NumPartitions: partitions, ReplicationFactor: replication, ConfigEntries: compact},
 		{Topic: t.OptOuts, NumPartitions: partitions, ReplicationFactor: replication, ConfigEntries: compact},
+		{Topic: t.Control, NumPartitions: 3, ReplicationFactor: replication},
 	}
 }
 

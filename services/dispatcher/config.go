@@ -119,7 +119,7 @@ var envVars = [][2]string{
 	{"DISPATCHER_TRUSTED_PROXIES", "CIDRs of the proxies whose X-Forwarded-For names the client, e.g. 10.0.0.0/8 (default none: the socket's address)"},
 	{"DISPATCHER_PUBLIC_CONNS_PER_IP", "requests one client may have in flight on /u and the webhooks (default 10)"},
 	{"DISPATCHER_PUBLIC_BASE_URL", "base of links and webhook URLs as the outside sees them (default http://localhost:8080)"},
-	{"DISPATCHER_GROUP", "consumer group (default dispatcher)"},
+	{"DISPATCHER_GROUP", "consumer group (default dispatcher); reminders.control is read in the group <group>-control"},
 	{"DISPATCHER_KAFKA_SESSION_TIMEOUT", "consumer session timeout: how soon a dead worker's partitions move (default 10s)"},
 	{"DISPATCHER_STATUS_TTL", "how long intent records stay in Redis (default 2160h = 90 days)"},
 	{"DISPATCHER_SEND_TIMEOUT", "deadline of one provider call (default 10s)"},

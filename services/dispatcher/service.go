@@ -34,6 +34,7 @@ import (
 	"github.com/contactd/dispatcher/pkg/policy"
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/control"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/httpapi"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/opsdata"
 	"github.com/contactd/dispatcher/services/dispatcher/internal/scheduler"
@@ -62,6 +63,8 @@ type Service struct {
 	store     *store.Store
 	writer    *kafka.Writer
 	reader    *kafka.Reader
+	ctlReader *kafka.Reader // reminders.control, its own group
+	control   *control.Consumer
 	kc        *kafkaio.Client
 	worker    *worker.Worker
 	api       *httpapi.Server
@@ -184,6 +187,19 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 		if err != nil {
 			return nil, err
 		}
+		// Commands of reminders.control, in the group <group>-control.
+		cc := kafkaio.ReaderConfig(cfg.Brokers, cfg.Group+"-control", topics.Control)
+		cc.SessionTimeout, cc.RebalanceTimeout, cc.HeartbeatInterval = rc.SessionTimeout, rc.RebalanceTimeout, rc.HeartbeatInterval
+		cc.CommitInterval = 0 // each command's offset committed synchronously, after its effect
+		cc.ErrorLogger = rc.ErrorLogger
+		s.ctlReader = kafka.NewReader(cc)
+		s.control = &control.Consumer{
+			Reader: s.ctlReader, Publisher: s.writer, Markers: s.store, Topics: topics, Log: log, Now: time.Now,
+			Metrics:      control.NewMetrics(s.Reg),
+			InFlightWait: 2*cfg.SendTimeout + 10*time.Second,
+			Applier: &control.Applier{Records: s.store, Canceler: s.store, Holds: s.store, OptOuts: recorder, Topics: topics,
+				Now: time.Now, Canceled: s.countCanceled},
+		}
 		s.sched = scheduler.New(scheduler.Config{Owner: s.Owner, Brokers: cfg.Brokers, Topics: topics, Ops: s.ops},
 			s.store, s.writer, s.kc, log, nil, s.Reg)
 	}
@@ -288,6 +304,13 @@ func (s *Service) Run(ctx context.Context) error {
 			defer wg.Done()
 			_ = s.sched.Run(wctx)
 		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.control.Run(wctx); err != nil {
+				errc <- err
+			}
+		}()
 	}
 	var err error
 	select {
@@ -312,6 +335,9 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) Close() {
 	if s.reader != nil {
 		_ = s.reader.Close() // commits what the worker marked done
+	}
+	if s.ctlReader != nil {
+		_ = s.ctlReader.Close()
 	}
 	if s.writer != nil {
 		_ = s.writer.Close()
@@ -407,6 +433,13 @@ func (s *Service) followStatus(ctx context.Context, from map[int]int64, d time.D
 		}()
 	}
 	wg.Wait()
+}
+
+// countCanceled counts an intent a control command canceled, as the API
+// counts its own: the ops page and dispatcher_decisions_total.
+func (s *Service) countCanceled(reason string) {
+	s.ops.Decision(string(status.Canceled), reason, "")
+	s.metrics().Decisions.WithLabelValues(string(status.Canceled), reason).Inc()
 }
 
 // metrics are the decision series, registered once whichever roles the

@@ -1,28 +1,21 @@
 package httpapi
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
 	"net/http"
 	"slices"
 
 	"github.com/labstack/echo/v4"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/contactd/dispatcher/pkg/intent"
-	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/status"
-	"github.com/contactd/dispatcher/pkg/store"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/control"
 )
 
 // Canceler moves an intent to an end state decided without contact.
-type Canceler interface {
-	Claim(ctx context.Context, r store.ClaimRequest) (store.ClaimResult, error)
-}
+type Canceler = control.Canceler
 
 // CancelReasons are the reasons a cancellation may give.
-var CancelReasons = []string{"paid", "settled", "promise_to_pay", "deceased", "bankruptcy", "sold", "other"}
+var CancelReasons = control.CancelReasons
 
 // cancelBody is the body of POST /v1/intents/{id}/cancel.
 type cancelBody struct {
@@ -66,58 +59,24 @@ func (s *Server) postCancel(c echo.Context) error {
 	if len(fields) > 0 {
 		return &intent.Error{Fields: fields}
 	}
-	debtor := b.DebtorID
-	rec, err := s.Store.Get(ctx, id)
-	switch {
-	case err == nil:
-		if debtor != "" && debtor != rec.DebtorID {
-			return c.JSON(http.StatusConflict, Problem{Error: "intent " + id + " belongs to another debtor", Fields: []intent.FieldError{{Field: "debtor_id", Code: "conflict", Message: "not the debtor of this intent"}}})
-		}
-		debtor = rec.DebtorID
-	case errors.Is(err, store.ErrNotFound):
-		if debtor == "" {
-			return echo.NewHTTPError(http.StatusNotFound, "no intent "+id+"; give debtor_id to cancel it before it arrives")
-		}
-	default:
-		return err
-	}
-	now := s.Now().UTC()
-	detail := "canceled by " + Actor(c)
-	if b.Note != "" {
-		detail += ": " + b.Note
-	}
-	e := status.Entry{At: now, State: status.Canceled, Reason: b.Reason, Detail: detail, Worker: "api"}
-	res, err := s.claimCanceled(ctx, id, debtor, "api/cancel", e)
+	res, err := s.control().Cancel(ctx, control.Cancel{IntentID: id, DebtorID: b.DebtorID, Reason: b.Reason, Note: b.Note,
+		Actor: Actor(c), Via: control.ViaAPI})
 	if err != nil {
 		return err
 	}
 	switch res.Outcome {
-	case store.Claimed:
-		e.Seq = res.Seq
-	case store.Duplicate:
-		if res.State != status.Canceled {
-			return s.cancelConflict(c, id, debtor, res.State)
-		}
-		// Canceled already: answer as the first time, and publish again in
-		// case the first reply never reached its caller.
-		rec, err := s.Store.Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		for _, x := range rec.Timeline {
-			if x.State == status.Canceled {
-				e = x
-			}
-		}
-	default: // Busy or Stale: a send is in flight and cannot be recalled
-		return s.cancelConflict(c, id, debtor, status.Sending)
+	case control.OtherDebtor:
+		return c.JSON(http.StatusConflict, Problem{Error: "intent " + id + " belongs to another debtor", Fields: []intent.FieldError{{Field: "debtor_id", Code: "conflict", Message: "not the debtor of this intent"}}})
+	case control.UnknownIntent:
+		return echo.NewHTTPError(http.StatusNotFound, "no intent "+id+"; give debtor_id to cancel it before it arrives")
+	case control.TooLate, control.InFlight:
+		return s.cancelConflict(c, id, res.DebtorID, res.State)
 	}
-	if err := s.Publisher.WriteMessages(ctx, canceledRecords(s.Topics, id, debtor, e)...); err != nil {
+	// Canceled now, or before: answer as the first time, and publish again
+	// in case the first reply never reached its caller.
+	if err := s.Publisher.WriteMessages(ctx, res.Records...); err != nil {
 		s.Log.Warn("intent canceled in Redis, not yet on Kafka", "intent_id", id, "err", err)
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "the intent is canceled but the cancellation is not yet recorded on Kafka; repeat the request")
-	}
-	if res.Outcome == store.Claimed {
-		s.countCanceled(b.Reason)
 	}
 	out, err := s.Store.Get(ctx, id)
 	if err != nil {
@@ -127,19 +86,20 @@ func (s *Server) postCancel(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-// claimCanceled moves intent id of debtor to canceled, with e's reason, in
-// the claim script: atomic with any gate call on the record.
-func (s *Server) claimCanceled(ctx context.Context, id, debtor, owner string, e status.Entry) (store.ClaimResult, error) {
-	return s.Canceler.Claim(ctx, store.ClaimRequest{ID: id, DebtorID: debtor, Owner: owner, Now: e.At,
-		Target: status.Canceled, Reason: e.Reason, Entry: e})
-}
-
-// canceledRecords are what a cancellation publishes: the status event that
-// makes it durable (a Redis rebuild restores it) and the tombstone that
-// takes a deferred intent off the scheduler's list.
-func canceledRecords(topics kafkaio.Topics, id, debtor string, e status.Entry) []kafka.Message {
-	ev, _ := json.Marshal(status.TransitionEvent(id, debtor, e))
-	return []kafka.Message{{Topic: topics.Status, Key: []byte(id), Value: ev}, {Topic: topics.Deferred, Key: []byte(id)}}
+// control is the Applier of cancellations and holds over the server's
+// dependencies, shared with the reminders.control consumer.
+func (s *Server) control() *control.Applier {
+	a := &control.Applier{Records: s.Store, Topics: s.Topics, Now: s.Now, Canceled: s.countCanceled}
+	if s.Canceler != nil {
+		a.Canceler = s.Canceler
+	}
+	if s.Holds != nil {
+		a.Holds = s.Holds
+	}
+	if s.OptOuts != nil {
+		a.OptOuts = s.OptOuts
+	}
+	return a
 }
 
 // countCanceled counts one cancellation for the ops page and the metrics.

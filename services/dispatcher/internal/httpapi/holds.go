@@ -1,10 +1,10 @@
 package httpapi
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"sort"
@@ -12,22 +12,17 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/contactd/dispatcher/pkg/intent"
 	"github.com/contactd/dispatcher/pkg/optout"
-	"github.com/contactd/dispatcher/pkg/status"
-	"github.com/contactd/dispatcher/pkg/store"
+	"github.com/contactd/dispatcher/services/dispatcher/internal/control"
 )
 
 // Holds reads a debtor's holds and pending intents.
-type Holds interface {
-	HoldsOf(ctx context.Context, debtorID string) (map[string]string, error)
-	PendingOf(ctx context.Context, debtorID string) ([]store.Pending, error)
-}
+type Holds = control.Holds
 
 // HoldReasons are the reasons a hold may give.
-var HoldReasons = []string{"paid", "settled", "promise_to_pay", "deceased", "bankruptcy", "other"}
+var HoldReasons = control.HoldReasons
 
 // Hold is one hold as the API shows it.
 type Hold struct {
@@ -100,63 +95,24 @@ func (s *Server) postHold(c echo.Context) error {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	hid := "H-" + hex.EncodeToString(rnd[:])
-	o := optout.OptOut{DebtorID: id, Channel: optout.HoldPrefix + hid, Source: optout.SourceBankRequest, Reason: b.Reason,
-		At: now.Truncate(time.Millisecond), Actor: Actor(c), DebtID: b.DebtID}
-	if b.Until != nil {
-		o.UntilMS = b.Until.UnixMilli()
-	}
 	ctx := c.Request().Context()
 	// On Kafka and in Redis before the reply, like an opt-out.
-	if err := s.OptOuts.Record(ctx, o); err != nil {
+	res, err := s.control().Hold(ctx, control.Hold{ID: hid, DebtorID: id, DebtID: b.DebtID, Reason: b.Reason, Until: b.Until,
+		Actor: Actor(c), Via: control.ViaAPI})
+	if errors.Is(err, control.ErrNotRecorded) {
 		s.Log.Warn("hold not recorded", "debtor_id", id, "err", err)
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "the hold could not be recorded; repeat the request")
 	}
-	out := HoldCreated{Hold: holdView(id, hid, o, now)}
-	if b.Until == nil && s.Canceler != nil {
-		n, err := s.cancelPending(ctx, c, id, b.DebtID, b.Reason, hid)
-		if err != nil {
-			return err
-		}
-		out.Canceled = n
-	}
-	return c.JSON(http.StatusCreated, out)
-}
-
-// cancelPending cancels the debtor's accepted and deferred intents (of the
-// debt, when given) at once, so their status says so and the scheduler drops
-// them; the gate would cancel them anyway when they come due.
-func (s *Server) cancelPending(ctx context.Context, c echo.Context, debtorID, debtID, reason, hid string) (int, error) {
-	pending, err := s.Holds.PendingOf(ctx, debtorID)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	n := 0
-	now := s.Now().UTC()
-	var msgs []kafka.Message
-	for _, p := range pending {
-		if debtID != "" && p.DebtID != debtID {
-			continue
-		}
-		e := status.Entry{At: now, State: status.Canceled, Reason: reason, Rule: "hold", Detail: "hold " + hid + " by " + Actor(c), Worker: "api"}
-		res, err := s.claimCanceled(ctx, p.ID, debtorID, "api/hold", e)
-		if err != nil {
-			return n, err
-		}
-		if res.Outcome != store.Claimed {
-			continue // decided meanwhile
-		}
-		e.Seq = res.Seq
-		msgs = append(msgs, canceledRecords(s.Topics, p.ID, debtorID, e)...)
-		n++
-		s.countCanceled(reason)
-	}
-	if len(msgs) > 0 {
-		if err := s.Publisher.WriteMessages(ctx, msgs...); err != nil {
+	if len(res.Records) > 0 {
+		if err := s.Publisher.WriteMessages(ctx, res.Records...); err != nil {
 			// Canceled in Redis; the events are what a rebuild would miss.
-			s.Log.Warn("intents canceled by a hold, events not yet on Kafka", "debtor_id", debtorID, "err", err)
+			s.Log.Warn("intents canceled by a hold, events not yet on Kafka", "debtor_id", id, "err", err)
 		}
 	}
-	return n, nil
+	return c.JSON(http.StatusCreated, HoldCreated{Hold: holdView(id, hid, res.Record, now), Canceled: res.Canceled})
 }
 
 func (s *Server) getHolds(c echo.Context) error {
@@ -193,21 +149,14 @@ func (s *Server) deleteHold(c echo.Context) error {
 	if !debtorIDPattern.MatchString(id) {
 		return badField("id", intent.CodeInvalidFormat, "a debtor id is 1-128 of A-Z a-z 0-9 . _ : -")
 	}
-	ctx := c.Request().Context()
-	h, err := s.Holds.HoldsOf(ctx, id)
-	if err != nil {
-		return err
-	}
-	raw, ok := h[hid]
-	if !ok {
+	o, err := s.control().Release(c.Request().Context(), id, hid, Actor(c))
+	switch {
+	case errors.Is(err, control.ErrNoHold):
 		return echo.NewHTTPError(http.StatusNotFound, "no hold "+hid+" on debtor "+id)
-	}
-	var o optout.OptOut
-	_ = json.Unmarshal([]byte(raw), &o)
-	lift := optout.OptOut{DebtorID: id, Channel: optout.HoldPrefix + hid, Source: optout.SourceBankRequest, Reason: o.Reason,
-		At: s.Now().UTC().Truncate(time.Millisecond), Removed: true, Actor: Actor(c), DebtID: o.DebtID, UntilMS: o.UntilMS}
-	if err := s.OptOuts.Record(ctx, lift); err != nil {
+	case errors.Is(err, control.ErrNotRecorded):
 		return echo.NewHTTPError(http.StatusServiceUnavailable, "the hold could not be lifted; repeat the request")
+	case err != nil:
+		return err
 	}
 	v := holdView(id, hid, o, s.Now().UTC())
 	v.Active = false
