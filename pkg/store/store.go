@@ -7,9 +7,7 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +27,8 @@ var ErrNotFound = errors.New("not found")
 // Keys builds every Redis key the dispatcher uses.
 type Keys struct {
 	Prefix string // namespace, e.g. "dsp:"
+	// AddressKey keys the digests of contact addresses (AddressDigest).
+	AddressKey []byte
 }
 
 // Record is the hash holding one intent's status and timeline.
@@ -45,6 +45,10 @@ func (k Keys) Index(id string) string {
 type Config struct {
 	Prefix    string        // key namespace; default "dsp:"
 	RecordTTL time.Duration // how long a record is kept after its last change; default 90 days
+	// AddressKey keys the digests of phone numbers, e-mail addresses and
+	// openids in keys and events (a secret: DISPATCHER_ADDRESS_KEY). Changing
+	// it starts every per-number count and the number index afresh.
+	AddressKey []byte
 }
 
 func (c *Config) defaults() {
@@ -95,7 +99,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	}
 	return &Store{
 		rdb:    rdb,
-		keys:   Keys{Prefix: cfg.Prefix},
+		keys:   Keys{Prefix: cfg.Prefix, AddressKey: cfg.AddressKey},
 		ttl:    cfg.RecordTTL,
 		ttlSec: strconv.FormatInt(int64(cfg.RecordTTL/time.Second), 10),
 		claim:  redis.NewScript(claimLua),
@@ -394,11 +398,11 @@ func (s *Store) evalIndexed(ctx context.Context, sc *redis.Script, keys []string
 // debtors after the last message to it.
 const numberTTL = 400 * 24 * time.Hour
 
-// Number is the set of debtors messaged at a phone number (a digest of it).
-func (k Keys) Number(phone string) string {
-	sum := sha256.Sum256([]byte("number|" + phone))
-	return k.Prefix + "number:" + hex.EncodeToString(sum[:12])
-}
+// Number is the set of debtors messaged at a phone number (its keyed
+// digest).
+func (k Keys) Number(phone string) string { return k.numberKey(k.AddressDigest(phone)) }
+
+func (k Keys) numberKey(digest string) string { return k.Prefix + "number:" + digest }
 
 // DebtorsAt returns the debtors messaged at phone.
 func (s *Store) DebtorsAt(ctx context.Context, phone string) ([]string, error) {

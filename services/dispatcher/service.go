@@ -116,7 +116,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	if roles.RedisHook != nil {
 		rdb.AddHook(roles.RedisHook)
 	}
-	if s.store, err = store.New(rdb, store.Config{Prefix: cfg.RedisPrefix, RecordTTL: cfg.StatusTTL}); err != nil {
+	if s.store, err = store.New(rdb, store.Config{Prefix: cfg.RedisPrefix, RecordTTL: cfg.StatusTTL, AddressKey: cfg.addressKey()}); err != nil {
 		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -351,7 +351,7 @@ func (s *Service) rebuild(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("rebuilding opt-outs from %s: %w", kafkaio.DefaultTopics.OptOuts, err)
 	}
-	applied := 0
+	applied, contacts, unnumbered := 0, 0, 0
 	apply := func(ms []kafka.Message) error {
 		evs := make([]status.Event, 0, len(ms))
 		for _, m := range ms {
@@ -364,17 +364,46 @@ func (s *Service) rebuild(ctx context.Context) error {
 		}
 		k, err := s.store.ApplyEvents(ctx, evs, time.Now())
 		applied += k
+		if err != nil {
+			return err
+		}
+		c, noNumber, err := s.recount(ctx, evs)
+		contacts += c
+		unnumbered += noNumber
 		return err
 	}
 	n, ends, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, 1000, apply)
 	if err != nil {
 		return fmt.Errorf("rebuilding intent records from %s: %w", kafkaio.DefaultTopics.Status, err)
 	}
-	s.log.Info("state rebuilt from Kafka", "optout_records", optouts, "status_events", n, "entries_applied", applied, "took", time.Since(start).Round(time.Millisecond))
+	s.log.Info("state rebuilt from Kafka", "optout_records", optouts, "status_events", n, "entries_applied", applied,
+		"contacts_recounted", contacts, "took", time.Since(start).Round(time.Millisecond))
+	// The contact streams are rebuilt from the claims: a claim whose send
+	// then failed before any provider took it counts again although the
+	// live gate had uncounted it. The caps may hold back a little more
+	// than needed until those contacts leave their windows; never less.
+	s.log.Info("contact streams rebuilt conservatively: every claim within the longest rule window counts as an attempt, including sends that failed before a provider took them",
+		"lookback", s.Profile.MaxLookback().String())
+	if unnumbered > 0 {
+		s.log.Warn("claims without a number digest (published by an older version): their per-number counts are not rebuilt", "claims", unnumbered)
+	}
 	// Other workers may still publish decisions they made around the loss:
 	// follow the topic a while longer and fold those in too.
 	go s.followStatus(context.WithoutCancel(ctx), ends, 2*s.cfg.SendTimeout+30*time.Second)
 	return s.store.MarkRebuilt(ctx, time.Now())
+}
+
+// recount puts the contacts that status events record back into the
+// gate's streams and the number index (see worker.RecountOf).
+func (s *Service) recount(ctx context.Context, evs []status.Event) (contacts, noNumber int, err error) {
+	rc := worker.RecountOf(s.Profile, evs)
+	if contacts, err = s.store.ApplyContacts(ctx, rc.Contacts, time.Now(), s.Profile.MaxLookback()); err != nil {
+		return 0, 0, err
+	}
+	if err := s.store.ApplyNumbers(ctx, rc.Numbers); err != nil {
+		return 0, 0, err
+	}
+	return contacts, rc.NoNumber, nil
 }
 
 // followStatus applies status events published after a rebuild's replay,
@@ -401,6 +430,7 @@ func (s *Service) followStatus(ctx context.Context, from map[int]int64, d time.D
 				var ev status.Event
 				if json.Unmarshal(m.Value, &ev) == nil {
 					_, _ = s.store.ApplyEvents(ctx, []status.Event{ev}, time.Now())
+					_, _, _ = s.recount(ctx, []status.Event{ev})
 				}
 			}
 		}()
