@@ -192,6 +192,13 @@ type FinishRequest struct {
 	// Release lists the streams the contact was counted in, to uncount it:
 	// the send failed for certain before a provider accepted it.
 	Release []Stream
+	// CountIn lists the streams the claim counted the contact in, and
+	// Retention how long they keep events: when the record is gone (Redis
+	// lost its data while the provider was called), the contact is counted
+	// there again at Now, so that a rebuild that ran before this outcome was
+	// published still holds the caps and gaps (never with Release).
+	CountIn   []Stream
+	Retention time.Duration
 	// Number, when set, is the phone number the message went to: it is
 	// indexed (as a digest) to its debtor, so an SMS reply from that number
 	// finds whom to opt out.
@@ -264,6 +271,7 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 			return nil, fmt.Errorf("store: finish: %w", err)
 		}
 		out := make([]int64, len(rs))
+		var lost []Contact
 		for i, c := range cmds {
 			v, err := replyList(c.Val(), 3)
 			if err != nil {
@@ -274,6 +282,16 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 				out[i] = asInt(v[2])
 			case "gone":
 				out[i] = -1
+				if r := rs[i]; len(r.Release) == 0 && len(r.CountIn) > 0 && r.Retention > 0 {
+					lost = append(lost, Contact{DebtorID: r.DebtorID, Member: r.ID, At: r.Now, Streams: r.CountIn})
+				}
+			}
+		}
+		if len(lost) > 0 {
+			// Later than the claim: the contact counts a little longer
+			// than it did (conservative), never less.
+			if _, err := s.ApplyContacts(ctx, lost, rs[0].Now, maxRetention(rs)); err != nil {
+				return nil, err
 			}
 		}
 		return out, nil
@@ -469,4 +487,12 @@ func fromMS(s string) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(n).UTC()
+}
+
+func maxRetention(rs []FinishRequest) time.Duration {
+	var d time.Duration
+	for _, r := range rs {
+		d = max(d, r.Retention)
+	}
+	return d
 }

@@ -177,7 +177,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 			OptOuts:     recorder,
 			Ops:         s.ops,
 			OptOutLinks: optoutLinks(optoutKeys, cfg.PublicBaseURL),
-			Rebuild:     s.rebuild,
+			Rebuild:     s.rebuildAfterLoss,
 			Stalled:     s.stalled,
 		})
 		if err != nil {
@@ -330,7 +330,16 @@ func (s *Service) Close() {
 // new or wiped Redis, or dev mode's in-process one): opt-outs first (they
 // must hold before anything is decided), then intent records, so that an
 // id decided before is still recognised.
-func (s *Service) rebuild(ctx context.Context) error {
+func (s *Service) rebuild(ctx context.Context) error { return s.rebuildWith(ctx, false) }
+
+// rebuildAfterLoss is rebuild when a running worker's gate found the state
+// gone: other workers were (or this one was) sending a moment ago, so it
+// always waits for the sends in flight to be published (see rebuildWith).
+func (s *Service) rebuildAfterLoss(ctx context.Context) error { return s.rebuildWith(ctx, true) }
+
+// rebuildWith rebuilds; inFlight says sends may have been in progress when
+// the state was lost.
+func (s *Service) rebuildWith(ctx context.Context, inFlight bool) error {
 	need, err := s.store.NeedsRebuild(ctx)
 	if err != nil || !need {
 		return err
@@ -352,9 +361,13 @@ func (s *Service) rebuild(ctx context.Context) error {
 		return fmt.Errorf("rebuilding opt-outs from %s: %w", kafkaio.DefaultTopics.OptOuts, err)
 	}
 	applied, contacts, unnumbered := 0, 0, 0
+	var newest time.Time
 	apply := func(ms []kafka.Message) error {
 		evs := make([]status.Event, 0, len(ms))
 		for _, m := range ms {
+			if m.Time.After(newest) {
+				newest = m.Time
+			}
 			var ev status.Event
 			if err := json.Unmarshal(m.Value, &ev); err != nil {
 				s.log.Warn("unreadable status event skipped in rebuild", "partition", m.Partition, "offset", m.Offset)
@@ -375,6 +388,26 @@ func (s *Service) rebuild(ctx context.Context) error {
 	n, ends, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, 1000, apply)
 	if err != nil {
 		return fmt.Errorf("rebuilding intent records from %s: %w", kafkaio.DefaultTopics.Status, err)
+	}
+	// Workers that were sending when the state was lost publish their
+	// claims with the outcome, after the send: within a send timeout. When
+	// sends may have been in flight (a running gate found the state gone,
+	// or the topic was busy just now), wait that long and fold in what came
+	// since, before anything is decided: an intent claimed a moment before
+	// the loss, and redelivered to another worker, is then a duplicate, and
+	// its debtor's contact counts when their next intent is decided.
+	if settle := s.cfg.SendTimeout + 2*time.Second; inFlight || newest.After(start.Add(-settle)) {
+		s.log.Info("waiting for the sends in flight at the loss to be published", "for", time.Until(start.Add(settle)).Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Until(start.Add(settle))):
+		}
+		k, more, err := s.kc.ReplayFrom(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, ends, 1000, apply)
+		if err != nil {
+			return fmt.Errorf("rebuilding intent records from %s: %w", kafkaio.DefaultTopics.Status, err)
+		}
+		n, ends = n+k, more
 	}
 	s.log.Info("state rebuilt from Kafka", "optout_records", optouts, "status_events", n, "entries_applied", applied,
 		"contacts_recounted", contacts, "took", time.Since(start).Round(time.Millisecond))

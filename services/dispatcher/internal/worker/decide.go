@@ -395,6 +395,7 @@ func (w *Worker) attemptSend(ctx context.Context, j *job, ch intent.Channel, rec
 	p.req = store.FinishRequest{
 		ID: in.ID, DebtorID: in.DebtorID, Owner: j.token, Now: now,
 		State: o.state, Reason: o.reason, Channel: string(ch), Entry: e, Release: release,
+		CountIn: w.countIn(in, ch), Retention: w.Profile.MaxLookback(), // counted again if Redis lost the claim
 	}
 	if o.state == status.Sent && (ch == intent.SMS || ch == intent.Voice) {
 		p.req.Number = in.To.Phone // a reply from it must find this debtor
