@@ -107,3 +107,32 @@ func flush(t *testing.T, rdb redis.UniversalClient) {
 		t.Fatal(err)
 	}
 }
+
+// An outcome whose record vanished (Redis lost its data while the provider
+// was called) counts its contact again in the claim's streams, at the
+// outcome's time; a failed send that releases its streams does not; on one
+// Redis and on the 3-master Cluster.
+func TestFinishCountsAgainWhenTheClaimVanished(t *testing.T) {
+	onEachRedis(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		now := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
+		st := newStore(t, rdb, prefix, now)
+		gap := store.Stream{Event: "attempt", Channel: "any", Scope: "debtor"}
+		flush(t, rdb)
+		seqs, err := st.FinishBatch(ctx, []store.FinishRequest{
+			{ID: "I-1", DebtorID: "D-V", Owner: "w", Now: now, State: status.Sent, Channel: "sms",
+				Entry: status.Entry{At: now}, CountIn: []store.Stream{gap}, Retention: 48 * time.Hour},
+			{ID: "I-2", DebtorID: "D-W", Owner: "w", Now: now, State: status.Failed, Channel: "sms",
+				Entry: status.Entry{At: now}, CountIn: []store.Stream{gap}, Release: []store.Stream{gap}, Retention: 48 * time.Hour},
+		})
+		if err != nil || seqs[0] != -1 || seqs[1] != -1 {
+			t.Fatalf("finish on a flushed Redis: %v %v, want -1 -1", seqs, err)
+		}
+		if ev, err := st.Recent(ctx, "D-V", gap, now.Add(-time.Hour), 10); err != nil || len(ev) != 1 || ev[0].IntentID != "I-1" || !ev[0].At.Equal(now) {
+			t.Errorf("sent: %+v %v, want I-1 counted at the outcome's time", ev, err)
+		}
+		if ev, _ := st.Recent(ctx, "D-W", gap, now.Add(-time.Hour), 10); len(ev) != 0 {
+			t.Errorf("released: %+v, want nothing counted", ev)
+		}
+	})
+}
