@@ -16,11 +16,19 @@ import (
 // topic goes on.
 func (c *Client) Replay(ctx context.Context, brokers []string, topic string, batch int, fn func([]kafka.Message) error) (int, map[int]int64, error) {
 	ends := map[int]int64{}
-	n, err := c.replay(ctx, brokers, topic, batch, fn, ends)
+	n, err := c.replay(ctx, brokers, topic, batch, fn, nil, ends)
 	return n, ends, err
 }
 
-func (c *Client) replay(ctx context.Context, brokers []string, topic string, batch int, fn func([]kafka.Message) error, ends map[int]int64) (int, error) {
+// ReplayFrom is Replay starting each partition at the offset from gives it
+// (an earlier Replay's ends): the records published since.
+func (c *Client) ReplayFrom(ctx context.Context, brokers []string, topic string, from map[int]int64, batch int, fn func([]kafka.Message) error) (int, map[int]int64, error) {
+	ends := map[int]int64{}
+	n, err := c.replay(ctx, brokers, topic, batch, fn, from, ends)
+	return n, ends, err
+}
+
+func (c *Client) replay(ctx context.Context, brokers []string, topic string, batch int, fn func([]kafka.Message) error, from, ends map[int]int64) (int, error) {
 	md, err := c.c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return 0, fmt.Errorf("replay %s: %w", topic, err)
@@ -42,6 +50,9 @@ func (c *Client) replay(ctx context.Context, brokers []string, topic string, bat
 			return total, fmt.Errorf("replay %s/%d: %w", topic, po.Partition, po.Error)
 		}
 		ends[po.Partition] = po.LastOffset
+		if f, ok := from[po.Partition]; ok && f > po.FirstOffset {
+			po.FirstOffset = f
+		}
 		if po.LastOffset <= po.FirstOffset {
 			continue
 		}

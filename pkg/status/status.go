@@ -85,6 +85,13 @@ type Entry struct {
 	Inputs  *Inputs           `json:"inputs,omitempty"`
 	// UntilMS is how the gate script writes Until; readers get Until.
 	UntilMS int64 `json:"until_ms,omitempty"`
+
+	// On a claim (state sending) as published on reminders.status, never
+	// kept in the record: the intent's debt and the keyed digest of the
+	// address contacted, so that the rebuild after a Redis loss counts the
+	// contact again per debt and per number.
+	DebtID   string `json:"debt_id,omitempty"`
+	ToDigest string `json:"to_digest,omitempty"`
 }
 
 // Inputs are what a gate decision was made on.
@@ -149,6 +156,10 @@ func (r Record) Last() Entry {
 const (
 	KindTransition = "transition" // the intent's record changed; fold these
 	KindDuplicate  = "duplicate"  // the same id arrived again; the record did not change
+	// KindContact: a contact the gate counts that is no transition of an
+	// intent (a connected call, a conversation reported by the bank):
+	// durable here so the rebuild after a Redis loss counts it again.
+	KindContact = "contact"
 )
 
 // Event is one message on reminders.status, keyed by intent id. Events are
@@ -175,6 +186,16 @@ type Event struct {
 	Sources    map[string]string `json:"sources,omitempty"`
 	Until      *time.Time        `json:"until,omitempty"`
 	Inputs     *Inputs           `json:"inputs,omitempty"`
+	// A claim (state sending): the intent's debt and the keyed digest of
+	// the address contacted (see Entry). A contact event: the debt of a
+	// conversation.
+	DebtID   string `json:"debt_id,omitempty"`
+	ToDigest string `json:"to_digest,omitempty"`
+	// Counted, on a contact event (kind contact): the event the contact
+	// counts as in the gate's streams (connected, conversation); Member is
+	// its member there (a CallSid, a conversation's time).
+	Counted string `json:"counted,omitempty"`
+	Member  string `json:"member,omitempty"`
 }
 
 // TransitionEvent makes the event that publishes entry e of intent id.
@@ -184,7 +205,7 @@ func TransitionEvent(id, debtorID string, e Entry) Event {
 		Reason: e.Reason, Channel: e.Channel, At: e.At, To: e.To, Provider: e.Provider,
 		ProviderID: e.ProviderID, ErrorCode: e.ErrorCode, Detail: e.Detail,
 		Rule: e.Rule, Profile: e.Profile, Version: e.Version, Source: e.Source, Sources: e.Sources,
-		Until: e.Until, Inputs: e.Inputs,
+		Until: e.Until, Inputs: e.Inputs, DebtID: e.DebtID, ToDigest: e.ToDigest,
 	}
 }
 

@@ -2,9 +2,7 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +26,10 @@ var gateScript = redis.NewScript(gateLua)
 // (ScopeID = the number, stored hashed).
 type Stream struct {
 	Event, Channel, Scope, ScopeID string
+	// Digest, for the number scope, is the number's AddressDigest when
+	// the number itself is not known (a stream rebuilt from events, which
+	// carry the digest only); ScopeID is then empty.
+	Digest string
 }
 
 // Stream is the sorted set of a debtor's events (member intent id, score
@@ -36,9 +38,13 @@ func (k Keys) Stream(debtorID string, s Stream) string {
 	key := k.Prefix + "{" + debtorID + "}:ev:" + s.Event + ":" + s.Channel + ":" + s.Scope
 	switch {
 	case s.Scope == "number":
-		// Numbers are personal data: keys carry a digest, never the number.
-		sum := sha256.Sum256([]byte(debtorID + "|" + s.ScopeID))
-		key += ":" + hex.EncodeToString(sum[:10])
+		// Numbers are personal data: keys carry a keyed digest, never the
+		// number.
+		d := s.Digest
+		if d == "" {
+			d = k.AddressDigest(s.ScopeID)
+		}
+		key += ":" + d
 	case s.ScopeID != "":
 		key += ":" + s.ScopeID
 	}
@@ -67,6 +73,10 @@ type Check struct {
 type Candidate struct {
 	Channel string
 	To      string // masked address, for the timeline
+	// Address is the channel's address (number, e-mail, openid): never
+	// stored; its keyed digest goes with a claim's entry onto
+	// reminders.status, so the contact can be counted again after a loss.
+	Address string
 	// The time-of-day verdict, decided by the policy before the gate.
 	WindowOK                          bool
 	WindowNext                        time.Time
@@ -223,6 +233,7 @@ func (s *Store) gateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, 
 			if out[i], err = parseGate(c.Val()); err != nil {
 				return nil, err
 			}
+			s.claimFields(rs[i], &out[i])
 			if out[i].Outcome == "lost" {
 				return nil, ErrStateLost
 			}
@@ -390,4 +401,19 @@ func (s *Store) DropProviderStates(ctx context.Context, fields ...string) error 
 		return nil
 	}
 	return s.rdb.HDel(ctx, s.keys.Providers(), fields...).Err()
+}
+
+// claimFields adds to a claim's entry what the rebuild needs to count the
+// contact again (published on reminders.status, never kept in the record):
+// the intent's debt and the keyed digest of the address it goes to.
+func (s *Store) claimFields(r GateRequest, g *GateResult) {
+	if g.Outcome != Claimed {
+		return
+	}
+	g.Entry.DebtID = r.DebtID
+	for _, c := range r.Candidates {
+		if c.Channel == g.Channel && c.Address != "" {
+			g.Entry.ToDigest = s.keys.AddressDigest(c.Address)
+		}
+	}
 }

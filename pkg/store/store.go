@@ -7,9 +7,7 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +27,8 @@ var ErrNotFound = errors.New("not found")
 // Keys builds every Redis key the dispatcher uses.
 type Keys struct {
 	Prefix string // namespace, e.g. "dsp:"
+	// AddressKey keys the digests of contact addresses (AddressDigest).
+	AddressKey []byte
 }
 
 // Record is the hash holding one intent's status and timeline.
@@ -45,6 +45,10 @@ func (k Keys) Index(id string) string {
 type Config struct {
 	Prefix    string        // key namespace; default "dsp:"
 	RecordTTL time.Duration // how long a record is kept after its last change; default 90 days
+	// AddressKey keys the digests of phone numbers, e-mail addresses and
+	// openids in keys and events (a secret: DISPATCHER_ADDRESS_KEY). Changing
+	// it starts every per-number count and the number index afresh.
+	AddressKey []byte
 }
 
 func (c *Config) defaults() {
@@ -95,7 +99,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 	}
 	return &Store{
 		rdb:    rdb,
-		keys:   Keys{Prefix: cfg.Prefix},
+		keys:   Keys{Prefix: cfg.Prefix, AddressKey: cfg.AddressKey},
 		ttl:    cfg.RecordTTL,
 		ttlSec: strconv.FormatInt(int64(cfg.RecordTTL/time.Second), 10),
 		claim:  redis.NewScript(claimLua),
@@ -188,6 +192,13 @@ type FinishRequest struct {
 	// Release lists the streams the contact was counted in, to uncount it:
 	// the send failed for certain before a provider accepted it.
 	Release []Stream
+	// CountIn lists the streams the claim counted the contact in, and
+	// Retention how long they keep events: when the record is gone (Redis
+	// lost its data while the provider was called), the contact is counted
+	// there again at Now, so that a rebuild that ran before this outcome was
+	// published still holds the caps and gaps (never with Release).
+	CountIn   []Stream
+	Retention time.Duration
 	// Number, when set, is the phone number the message went to: it is
 	// indexed (as a digest) to its debtor, so an SMS reply from that number
 	// finds whom to opt out.
@@ -260,6 +271,7 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 			return nil, fmt.Errorf("store: finish: %w", err)
 		}
 		out := make([]int64, len(rs))
+		var lost []Contact
 		for i, c := range cmds {
 			v, err := replyList(c.Val(), 3)
 			if err != nil {
@@ -270,6 +282,16 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 				out[i] = asInt(v[2])
 			case "gone":
 				out[i] = -1
+				if r := rs[i]; len(r.Release) == 0 && len(r.CountIn) > 0 && r.Retention > 0 {
+					lost = append(lost, Contact{DebtorID: r.DebtorID, Member: r.ID, At: r.Now, Streams: r.CountIn})
+				}
+			}
+		}
+		if len(lost) > 0 {
+			// Later than the claim: the contact counts a little longer
+			// than it did (conservative), never less.
+			if _, err := s.ApplyContacts(ctx, lost, rs[0].Now, maxRetention(rs)); err != nil {
+				return nil, err
 			}
 		}
 		return out, nil
@@ -394,11 +416,11 @@ func (s *Store) evalIndexed(ctx context.Context, sc *redis.Script, keys []string
 // debtors after the last message to it.
 const numberTTL = 400 * 24 * time.Hour
 
-// Number is the set of debtors messaged at a phone number (a digest of it).
-func (k Keys) Number(phone string) string {
-	sum := sha256.Sum256([]byte("number|" + phone))
-	return k.Prefix + "number:" + hex.EncodeToString(sum[:12])
-}
+// Number is the set of debtors messaged at a phone number (its keyed
+// digest).
+func (k Keys) Number(phone string) string { return k.numberKey(k.AddressDigest(phone)) }
+
+func (k Keys) numberKey(digest string) string { return k.Prefix + "number:" + digest }
 
 // DebtorsAt returns the debtors messaged at phone.
 func (s *Store) DebtorsAt(ctx context.Context, phone string) ([]string, error) {
@@ -465,4 +487,12 @@ func fromMS(s string) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(n).UTC()
+}
+
+func maxRetention(rs []FinishRequest) time.Duration {
+	var d time.Duration
+	for _, r := range rs {
+		d = max(d, r.Retention)
+	}
+	return d
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +61,9 @@ type Config struct {
 	RetryLimit  int           // DISPATCHER_RETRY_LIMIT
 	APIKeys     string        // DISPATCHER_API_KEYS: scope:sha256hex,…
 	OptOutKeys  string        // DISPATCHER_OPTOUT_KEYS: kid:secret,… (the first signs)
+	// AddressKey: DISPATCHER_ADDRESS_KEY, the secret that keys the digests of
+	// numbers, e-mail addresses and openids in Redis keys and events.
+	AddressKey string
 	// SandboxJournal: DISPATCHER_SANDBOX_JOURNAL, a file where the sandbox
 	// appends every send and which it reads back at start.
 	SandboxJournal string
@@ -132,6 +136,7 @@ var envVars = [][2]string{
 	{"DISPATCHER_SANDBOX_FORGETFUL", "true: the sandbox does not remember sent ids (benchmarks of millions)"},
 	{"DISPATCHER_API_KEYS", "API keys as scope:sha256hex[:id],… (scopes read < write < compliance < admin; id names the key as an actor, default the hash's first 12 hex digits); dev: an admin key kept in the data dir and printed"},
 	{"DISPATCHER_OPTOUT_KEYS", "opt-out link keys kid:secret,…; the first signs, all verify (rotation); dev: kept in the data dir"},
+	{"DISPATCHER_ADDRESS_KEY", "secret (16 bytes or more) keying the digests of phone numbers, e-mail addresses and openids in Redis keys and on reminders.status; never rotate it casually: per-number counts and the number index start afresh (default: derived from the first DISPATCHER_OPTOUT_KEYS secret)"},
 	{"DISPATCHER_SMS_PROVIDER", "sandbox (default) or twilio"},
 	{"DISPATCHER_VOICE_PROVIDER", "sandbox (default) or twilio"},
 	{"DISPATCHER_EMAIL_PROVIDER", "sandbox (default) or smtp"},
@@ -290,6 +295,7 @@ func configFromEnv(getenv func(string) string, dev bool) (Config, error) {
 	}
 	str("DISPATCHER_API_KEYS", &c.APIKeys)
 	str("DISPATCHER_OPTOUT_KEYS", &c.OptOutKeys)
+	str("DISPATCHER_ADDRESS_KEY", &c.AddressKey)
 	str("DISPATCHER_TWILIO_ACCOUNT_SID", &c.Twilio.AccountSID)
 	str("DISPATCHER_TWILIO_AUTH_TOKEN", &c.Twilio.AuthToken)
 	str("DISPATCHER_TWILIO_FROM", &c.Twilio.From)
@@ -374,6 +380,9 @@ func (c Config) validate(dev bool) error {
 	if !dev && c.OptOutKeys == "" {
 		errs = append(errs, errors.New("DISPATCHER_OPTOUT_KEYS is required outside dev mode (opt-out links are signed with it)"))
 	}
+	if c.AddressKey != "" && len(c.AddressKey) < 16 {
+		errs = append(errs, errors.New("DISPATCHER_ADDRESS_KEY must be 16 bytes or more"))
+	}
 	if !dev && c.RedisURL == "" {
 		errs = append(errs, errors.New("DISPATCHER_REDIS_URL (or REDIS_URL) is required outside dev mode"))
 	}
@@ -387,4 +396,17 @@ func (c Config) validate(dev bool) error {
 		errs = append(errs, errors.New("DISPATCHER_STATUS_TTL must be at least 1h"))
 	}
 	return errors.Join(errs...)
+}
+
+// addressKey is the key of the address digests: DISPATCHER_ADDRESS_KEY, or
+// one derived from the first opt-out key's secret (set the variable before
+// rotating that key: a new key starts per-number counts afresh).
+func (c Config) addressKey() []byte {
+	if c.AddressKey != "" {
+		return []byte(c.AddressKey)
+	}
+	first, _, _ := strings.Cut(c.OptOutKeys, ",")
+	_, secret, _ := strings.Cut(strings.TrimSpace(first), ":")
+	sum := sha256.Sum256([]byte("dispatcher address key|" + secret))
+	return sum[:]
 }

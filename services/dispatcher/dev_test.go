@@ -42,6 +42,12 @@ type devProcess struct {
 
 func startDev(t *testing.T, dataDir string, kafkaPort int, journal string) *devProcess {
 	t.Helper()
+	return startDevWith(t, dataDir, kafkaPort, journal, openProfile(t))
+}
+
+// startDevWith is startDev under the policy profile file profile.
+func startDevWith(t *testing.T, dataDir string, kafkaPort int, journal, profile string) *devProcess {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "dev", "--data-dir", dataDir, "--kafka-port", strconv.Itoa(kafkaPort))
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "REDIS_URL=") && !strings.HasPrefix(kv, "DISPATCHER_") {
@@ -49,7 +55,7 @@ func startDev(t *testing.T, dataDir string, kafkaPort int, journal string) *devP
 		}
 	}
 	cmd.Env = append(cmd.Env, "DISPATCHER_BE_MAIN=1", "DISPATCHER_HTTP_ADDR=127.0.0.1:0",
-		"DISPATCHER_SANDBOX_JOURNAL="+journal, "DISPATCHER_LOG_LEVEL=warn", "DISPATCHER_PROFILE="+openProfile(t),
+		"DISPATCHER_SANDBOX_JOURNAL="+journal, "DISPATCHER_LOG_LEVEL=warn", "DISPATCHER_PROFILE="+profile,
 		"DISPATCHER_API_KEYS=admin:"+httpapi.HashAPIKey(testAPIKey))
 	out, err := cmd.StdoutPipe()
 	if err != nil {

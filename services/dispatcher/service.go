@@ -119,7 +119,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 	if roles.RedisHook != nil {
 		rdb.AddHook(roles.RedisHook)
 	}
-	if s.store, err = store.New(rdb, store.Config{Prefix: cfg.RedisPrefix, RecordTTL: cfg.StatusTTL}); err != nil {
+	if s.store, err = store.New(rdb, store.Config{Prefix: cfg.RedisPrefix, RecordTTL: cfg.StatusTTL, AddressKey: cfg.addressKey()}); err != nil {
 		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -181,7 +181,7 @@ func NewService(ctx context.Context, cfg Config, roles Roles, log *slog.Logger) 
 			OptOuts:     recorder,
 			Ops:         s.ops,
 			OptOutLinks: optoutLinks(optoutKeys, cfg.PublicBaseURL),
-			Rebuild:     s.rebuild,
+			Rebuild:     s.rebuildAfterLoss,
 			Stalled:     s.stalled,
 		})
 		if err != nil {
@@ -357,7 +357,16 @@ func (s *Service) Close() {
 // new or wiped Redis, or dev mode's in-process one): opt-outs first (they
 // must hold before anything is decided), then intent records, so that an
 // id decided before is still recognised.
-func (s *Service) rebuild(ctx context.Context) error {
+func (s *Service) rebuild(ctx context.Context) error { return s.rebuildWith(ctx, false) }
+
+// rebuildAfterLoss is rebuild when a running worker's gate found the state
+// gone: other workers were (or this one was) sending a moment ago, so it
+// always waits for the sends in flight to be published (see rebuildWith).
+func (s *Service) rebuildAfterLoss(ctx context.Context) error { return s.rebuildWith(ctx, true) }
+
+// rebuildWith rebuilds; inFlight says sends may have been in progress when
+// the state was lost.
+func (s *Service) rebuildWith(ctx context.Context, inFlight bool) error {
 	need, err := s.store.NeedsRebuild(ctx)
 	if err != nil || !need {
 		return err
@@ -378,10 +387,14 @@ func (s *Service) rebuild(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("rebuilding opt-outs from %s: %w", kafkaio.DefaultTopics.OptOuts, err)
 	}
-	applied := 0
+	applied, contacts, unnumbered := 0, 0, 0
+	var newest time.Time
 	apply := func(ms []kafka.Message) error {
 		evs := make([]status.Event, 0, len(ms))
 		for _, m := range ms {
+			if m.Time.After(newest) {
+				newest = m.Time
+			}
 			var ev status.Event
 			if err := json.Unmarshal(m.Value, &ev); err != nil {
 				s.log.Warn("unreadable status event skipped in rebuild", "partition", m.Partition, "offset", m.Offset)
@@ -391,17 +404,66 @@ func (s *Service) rebuild(ctx context.Context) error {
 		}
 		k, err := s.store.ApplyEvents(ctx, evs, time.Now())
 		applied += k
+		if err != nil {
+			return err
+		}
+		c, noNumber, err := s.recount(ctx, evs)
+		contacts += c
+		unnumbered += noNumber
 		return err
 	}
 	n, ends, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, 1000, apply)
 	if err != nil {
 		return fmt.Errorf("rebuilding intent records from %s: %w", kafkaio.DefaultTopics.Status, err)
 	}
-	s.log.Info("state rebuilt from Kafka", "optout_records", optouts, "status_events", n, "entries_applied", applied, "took", time.Since(start).Round(time.Millisecond))
+	// Workers that were sending when the state was lost publish their
+	// claims with the outcome, after the send: within a send timeout. When
+	// sends may have been in flight (a running gate found the state gone,
+	// or the topic was busy just now), wait that long and fold in what came
+	// since, before anything is decided: an intent claimed a moment before
+	// the loss, and redelivered to another worker, is then a duplicate, and
+	// its debtor's contact counts when their next intent is decided.
+	if settle := s.cfg.SendTimeout + 2*time.Second; inFlight || newest.After(start.Add(-settle)) {
+		s.log.Info("waiting for the sends in flight at the loss to be published", "for", time.Until(start.Add(settle)).Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Until(start.Add(settle))):
+		}
+		k, more, err := s.kc.ReplayFrom(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.Status, ends, 1000, apply)
+		if err != nil {
+			return fmt.Errorf("rebuilding intent records from %s: %w", kafkaio.DefaultTopics.Status, err)
+		}
+		n, ends = n+k, more
+	}
+	s.log.Info("state rebuilt from Kafka", "optout_records", optouts, "status_events", n, "entries_applied", applied,
+		"contacts_recounted", contacts, "took", time.Since(start).Round(time.Millisecond))
+	// The contact streams are rebuilt from the claims: a claim whose send
+	// then failed before any provider took it counts again although the
+	// live gate had uncounted it. The caps may hold back a little more
+	// than needed until those contacts leave their windows; never less.
+	s.log.Info("contact streams rebuilt conservatively: every claim within the longest rule window counts as an attempt, including sends that failed before a provider took them",
+		"lookback", s.Profile.MaxLookback().String())
+	if unnumbered > 0 {
+		s.log.Warn("claims without a number digest (published by an older version): their per-number counts are not rebuilt", "claims", unnumbered)
+	}
 	// Other workers may still publish decisions they made around the loss:
 	// follow the topic a while longer and fold those in too.
 	go s.followStatus(context.WithoutCancel(ctx), ends, 2*s.cfg.SendTimeout+30*time.Second)
 	return s.store.MarkRebuilt(ctx, time.Now())
+}
+
+// recount puts the contacts that status events record back into the
+// gate's streams and the number index (see worker.RecountOf).
+func (s *Service) recount(ctx context.Context, evs []status.Event) (contacts, noNumber int, err error) {
+	rc := worker.RecountOf(s.Profile, evs)
+	if contacts, err = s.store.ApplyContacts(ctx, rc.Contacts, time.Now(), s.Profile.MaxLookback()); err != nil {
+		return 0, 0, err
+	}
+	if err := s.store.ApplyNumbers(ctx, rc.Numbers); err != nil {
+		return 0, 0, err
+	}
+	return contacts, rc.NoNumber, nil
 }
 
 // followStatus applies status events published after a rebuild's replay,
@@ -428,6 +490,7 @@ func (s *Service) followStatus(ctx context.Context, from map[int]int64, d time.D
 				var ev status.Event
 				if json.Unmarshal(m.Value, &ev) == nil {
 					_, _ = s.store.ApplyEvents(ctx, []status.Event{ev}, time.Now())
+					_, _, _ = s.recount(ctx, []status.Event{ev})
 				}
 			}
 		}()

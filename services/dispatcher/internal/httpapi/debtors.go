@@ -192,8 +192,14 @@ func (s *Server) postConversation(c echo.Context) error {
 	if len(fields) > 0 {
 		return &intent.Error{Fields: fields}
 	}
-	st := store.Stream{Event: policy.EventConversation, Channel: b.Channel, Scope: policy.ScopeDebt, ScopeID: b.DebtID}
+	st := store.ContactStream(policy.EventConversation, b.Channel, b.DebtID)
 	member := "conversation:" + b.At.UTC().Format(time.RFC3339Nano)
+	// Durable first: on reminders.status (kind contact), from which the
+	// rebuild after a Redis loss counts it again.
+	if err := s.publishContact(c.Request().Context(), status.Event{Kind: status.KindContact, DebtorID: id, DebtID: b.DebtID,
+		Counted: policy.EventConversation, Channel: b.Channel, Member: member, At: b.At.UTC()}); err != nil {
+		return err
+	}
 	if err := s.Contacts.RecordEvent(c.Request().Context(), id, st, member, b.At, s.Profile.MaxLookback()); err != nil {
 		return err
 	}

@@ -170,7 +170,14 @@ func (s *Server) postStatus(c echo.Context) error {
 	if res.Outcome != "unknown" && r.FormValue("CallSid") != "" && (raw == "in-progress" || raw == "answered" || raw == "completed") && r.FormValue("AnsweredBy") != "machine_start" {
 		// A connected call counts against the daily cap of connected calls —
 		// only for a call we placed: the intent's record holds this CallSid.
-		st := store.Stream{Event: policy.EventConnected, Channel: string(intent.Voice), Scope: policy.ScopeDebtor}
+		// Durable first (reminders.status, kind contact: the rebuild after
+		// a Redis loss counts it again), then counted; a failure answers
+		// 500 and Twilio calls again (both steps are idempotent by CallSid).
+		if err := s.publishContact(ctx, status.Event{Kind: status.KindContact, ID: id, DebtorID: debtor,
+			Counted: policy.EventConnected, Channel: string(intent.Voice), Member: sid, At: now}); err != nil {
+			return err
+		}
+		st := store.ContactStream(policy.EventConnected, string(intent.Voice), "")
 		if err := s.Webhooks.RecordEvent(ctx, debtor, st, sid, now, s.Profile.MaxLookback()); err != nil {
 			return err
 		}
@@ -197,4 +204,19 @@ func (s *Server) bank(lang string) map[string]string {
 		return b.Bank(lang)
 	}
 	return map[string]string{}
+}
+
+// publishContact puts a contact the gate counts (a connected call, a
+// conversation) on reminders.status, so that it is counted again when Redis
+// is rebuilt from Kafka.
+func (s *Server) publishContact(ctx context.Context, ev status.Event) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	key := ev.ID
+	if key == "" {
+		key = ev.DebtorID
+	}
+	return s.Publisher.WriteMessages(ctx, kafka.Message{Topic: s.Topics.Status, Key: []byte(key), Value: b})
 }

@@ -330,6 +330,7 @@ func (w *Worker) attemptSend(ctx context.Context, j *job, ch intent.Channel, rec
 	p.req = store.FinishRequest{
 		ID: in.ID, DebtorID: in.DebtorID, Owner: j.token, Now: now,
 		State: o.state, Reason: o.reason, Channel: string(ch), Entry: e, Release: release,
+		CountIn: w.countIn(in, ch), Retention: w.Profile.MaxLookback(), // counted again if Redis lost the claim
 	}
 	if o.state == status.Sent && (ch == intent.SMS || ch == intent.Voice) {
 		p.req.Number = in.To.Phone // a reply from it must find this debtor
@@ -470,7 +471,7 @@ func (w *Worker) gateRequest(in intent.Intent, now time.Time, token string) (sto
 		if d.Note != "" {
 			req.Entry.Inputs.Notes = append(req.Entry.Inputs.Notes, d.Rule.ID+": "+d.Note)
 		}
-		c := store.Candidate{Channel: string(ch), To: intent.MaskAddress(ch, in.To.For(ch)), WindowOK: d.Allowed, CountIn: w.countIn(in, ch)}
+		c := store.Candidate{Channel: string(ch), To: intent.MaskAddress(ch, in.To.For(ch)), WindowOK: d.Allowed, CountIn: w.countIn(in, ch), Address: in.To.For(ch)}
 		switch {
 		case in.NotBefore != nil && now.Before(*in.NotBefore):
 			// Not before not_before: from then on the usual rules. If the
@@ -572,21 +573,7 @@ func (w *Worker) stream(in intent.Intent, event, ch, scope string) store.Stream 
 // debt or the number), and always all channels for the debtor (the recent
 // contacts the API shows).
 func (w *Worker) countIn(in intent.Intent, ch intent.Channel) []store.Stream {
-	out := []store.Stream{w.stream(in, policy.EventAttempt, policy.ChannelAny, policy.ScopeDebtor)}
-	for _, scope := range []string{policy.ScopeDebtor, policy.ScopeDebt, policy.ScopeNumber} {
-		if scope == policy.ScopeDebt && in.DebtID == "" || scope == policy.ScopeNumber && (in.To.Phone == "" || ch != intent.SMS && ch != intent.Voice) {
-			continue
-		}
-		for _, c := range []string{string(ch), policy.ChannelAny} {
-			if c == policy.ChannelAny && scope == policy.ScopeDebtor {
-				continue // always there
-			}
-			if w.reads[policy.Stream{Event: policy.EventAttempt, Channel: c, Scope: scope}] {
-				out = append(out, w.stream(in, policy.EventAttempt, c, scope))
-			}
-		}
-	}
-	return out
+	return countedIn(w.reads, ch, in.DebtID, store.Stream{ScopeID: in.To.Phone})
 }
 
 // call makes one provider call under the send deadline.
