@@ -53,7 +53,7 @@ func TestApplyContactsRestoresCaps(t *testing.T) {
 			t.Fatalf("the record keeps the rebuild's fields: %+v", rec.Last())
 		}
 
-		flush(t, rdb)
+		flush(t, rdb, prefix)
 		if err := st.MarkRebuilt(ctx, now); err != nil {
 			t.Fatal(err)
 		}
@@ -92,16 +92,27 @@ func TestApplyContactsRestoresCaps(t *testing.T) {
 	})
 }
 
-// flush empties every master.
-func flush(t *testing.T, rdb redis.UniversalClient) {
+// flush deletes every key of this test's prefix, on every master: the
+// state lost as a FLUSHALL would lose it, without touching the keys of tests
+// running at the same time against the same server.
+func flush(t *testing.T, rdb redis.UniversalClient, prefix string) {
 	t.Helper()
 	ctx := context.Background()
+	del := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			if err := c.Del(ctx, iter.Val()).Err(); err != nil {
+				return err
+			}
+		}
+		return iter.Err()
+	}
 	var err error
 	switch c := rdb.(type) {
 	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.FlushAll(ctx).Err() })
+		err = c.ForEachMaster(ctx, del)
 	case *redis.Client:
-		err = c.FlushAll(ctx).Err()
+		err = del(ctx, c)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +129,7 @@ func TestFinishCountsAgainWhenTheClaimVanished(t *testing.T) {
 		now := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
 		st := newStore(t, rdb, prefix, now)
 		gap := store.Stream{Event: "attempt", Channel: "any", Scope: "debtor"}
-		flush(t, rdb)
+		flush(t, rdb, prefix)
 		seqs, err := st.FinishBatch(ctx, []store.FinishRequest{
 			{ID: "I-1", DebtorID: "D-V", Owner: "w", Now: now, State: status.Sent, Channel: "sms",
 				Entry: status.Entry{At: now}, CountIn: []store.Stream{gap}, Retention: 48 * time.Hour},

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -24,6 +25,10 @@ func (h clockHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h clockHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		h.check(cmd)
+		if err := h.shared(cmd); err != nil {
+			cmd.SetErr(err)
+			return err
+		}
 		return next(ctx, cmd)
 	}
 }
@@ -32,6 +37,10 @@ func (h clockHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, c := range cmds {
 			h.check(c)
+			if err := h.shared(c); err != nil {
+				c.SetErr(err)
+				return err
+			}
 		}
 		return next(ctx, cmds)
 	}
@@ -41,6 +50,18 @@ func (h clockHook) check(cmd redis.Cmder) {
 	if what := AbsoluteClock(cmd.Args()); what != "" {
 		h.t.Errorf("redis command %s %s: use a relative TTL or the time the code is handed", strings.ToUpper(cmd.Name()), what)
 	}
+}
+
+// shared refuses, without running it, a command that would empty the
+// server: other tests (other packages run at once) keep their keys on it
+// under their own prefixes. A test that loses its state deletes its prefix.
+func (h clockHook) shared(cmd redis.Cmder) error {
+	switch strings.ToLower(cmd.Name()) {
+	case "flushall", "flushdb":
+		h.t.Errorf("redis command %s on the shared test server: delete this test's prefix instead", strings.ToUpper(cmd.Name()))
+		return errors.New("testenv: " + cmd.Name() + " refused on the shared test Redis")
+	}
+	return nil
 }
 
 // AbsoluteClock says how a Redis command depends on the server's wall clock
