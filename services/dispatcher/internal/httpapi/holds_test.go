@@ -149,7 +149,9 @@ func TestHolds(t *testing.T) {
 	setClock(friday.Add(2 * time.Hour))
 	var replied atomic.Bool
 	var lateSent, lateNotCanceled, late, started atomic.Int64
-	posting := make(chan struct{}) // the first 20 decisions are made, then the hold is posted as the rest go on
+	// The first 20 decisions are made, then the hold is posted while the
+	// next 40 go on; the last 40 start after its 201.
+	posting, answered := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	ids := make(chan string, 100)
 	for i := 0; i < 100; i++ {
@@ -161,8 +163,11 @@ func TestHolds(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for id := range ids {
-				if started.Add(1) > 20 {
-					<-posting
+				switch n := started.Add(1); {
+				case n > 60:
+					<-answered // surely after the 201
+				case n > 20:
+					<-posting // racing the hold's request
 				}
 				after := replied.Load()
 				// Each on its own debt, so the daily caps do not decide first.
@@ -187,6 +192,7 @@ func TestHolds(t *testing.T) {
 		t.Fatalf("hold during the race: %d", code)
 	}
 	replied.Store(true)
+	close(answered)
 	wg.Wait()
 	if n := lateSent.Load(); n != 0 {
 		t.Errorf("%d intents sent whose decision started after the hold's 201", n)
