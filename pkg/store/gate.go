@@ -32,23 +32,28 @@ type Stream struct {
 	Digest string
 }
 
-// Stream is the sorted set of a debtor's events (member intent id, score
-// unix ms).
+// Stream is the sorted set of a stream's events (member intent id, score
+// unix ms): a debtor's and a debt's in the debtor's hash slot; a number's
+// in the number's own slot (NumberSlot), whoever the number belongs to.
 func (k Keys) Stream(debtorID string, s Stream) string {
-	key := k.Prefix + "{" + debtorID + "}:ev:" + s.Event + ":" + s.Channel + ":" + s.Scope
-	switch {
-	case s.Scope == "number":
+	if s.Scope == "number" {
 		// Numbers are personal data: keys carry a keyed digest, never the
 		// number.
-		d := s.Digest
-		if d == "" {
-			d = k.AddressDigest(s.ScopeID)
-		}
-		key += ":" + d
-	case s.ScopeID != "":
+		return k.NumberSlot(k.streamDigest(s)) + ":ev:" + s.Event + ":" + s.Channel
+	}
+	key := k.Prefix + "{" + debtorID + "}:ev:" + s.Event + ":" + s.Channel + ":" + s.Scope
+	if s.ScopeID != "" {
 		key += ":" + s.ScopeID
 	}
 	return key
+}
+
+// streamDigest is the digest of a number stream's number.
+func (k Keys) streamDigest(s Stream) string {
+	if s.Digest != "" {
+		return s.Digest
+	}
+	return k.AddressDigest(s.ScopeID)
 }
 
 // OptOuts is the hash of a debtor's opt-outs: a field per channel, "all",
@@ -83,6 +88,8 @@ type Candidate struct {
 	WindowRule, WindowKind, WindowSrc string
 	Checks                            []Check
 	CountIn                           []Stream // streams a contact on this channel is counted in
+
+	numberOpted bool // the number opted out of this channel (number.lua)
 }
 
 // GateRequest asks the gate to decide an intent.
@@ -97,6 +104,8 @@ type GateRequest struct {
 	Preview bool
 	// DebtID is the intent's debt: holds on that debt apply.
 	DebtID string
+
+	numberCounts string // the number's check counts, for gate.lua's entry
 }
 
 // ErrStateLost says Redis lost its data (the state marker is gone): nothing
@@ -143,6 +152,20 @@ func (s *Store) GatePreview(ctx context.Context, r GateRequest) (GateResult, err
 		return GateResult{}, err
 	} else if elsewhere {
 		return GateResult{Outcome: Conflict}, nil
+	}
+	n, err := s.numberCallOf(r)
+	if err != nil {
+		return GateResult{}, err
+	}
+	if n != nil {
+		res, err := numberScript.Run(ctx, s.rdb, n.keys, n.args...).Result()
+		if err != nil {
+			return GateResult{}, fmt.Errorf("store: gate preview: %w", err)
+		}
+		if err := n.parse(res); err != nil {
+			return GateResult{}, err
+		}
+		n.apply(&r)
 	}
 	keys, args, err := s.gateArgs(r)
 	if err != nil {
@@ -199,10 +222,74 @@ func (s *Store) GateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, 
 	return out, nil
 }
 
+// gateBatch decides rs (bound to their debtors) in rounds, each at most one
+// request per phone number: the number's step (number.lua on the number's
+// slot: its checks, its opt-out, a reservation), the debtor's gate (one
+// pipeline), then the reservations settled. Requests that share a number
+// are decided one round after the other, so that a reservation of one is
+// settled before the next reads the number.
 func (s *Store) gateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, error) {
 	if len(rs) == 0 {
 		return nil, nil
 	}
+	calls := make([]*numberCall, len(rs))
+	var rounds [][]int
+	seen := map[string]int{}
+	for i, r := range rs {
+		n, err := s.numberCallOf(r)
+		if err != nil {
+			return nil, err
+		}
+		calls[i] = n
+		k := 0
+		if n != nil {
+			k = seen[n.digest]
+			seen[n.digest] = k + 1
+		}
+		for len(rounds) <= k {
+			rounds = append(rounds, nil)
+		}
+		rounds[k] = append(rounds[k], i)
+	}
+	out := make([]GateResult, len(rs))
+	for _, round := range rounds {
+		var num []*numberCall
+		for _, i := range round {
+			if calls[i] != nil {
+				num = append(num, calls[i])
+			}
+		}
+		if err := s.reserveNumbers(ctx, num); err != nil {
+			return nil, err
+		}
+		part := make([]GateRequest, len(round))
+		for j, i := range round {
+			part[j] = rs[i]
+			if calls[i] != nil {
+				calls[i].apply(&part[j])
+			}
+		}
+		res, err := s.gateRound(ctx, part)
+		if err != nil {
+			return nil, err
+		}
+		var settle []*numberCall
+		var settled []GateResult
+		for j, i := range round {
+			out[i] = res[j]
+			if n := calls[i]; n != nil && n.reserved {
+				settle, settled = append(settle, n), append(settled, res[j])
+			}
+		}
+		if err := s.settleNumbers(ctx, settle, settled); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// gateRound runs gate.lua for each request (one pipeline, in order).
+func (s *Store) gateRound(ctx context.Context, rs []GateRequest) ([]GateResult, error) {
 	keys := make([][]string, len(rs))
 	args := make([][]any, len(rs))
 	for i, r := range rs {
@@ -272,18 +359,23 @@ func (s *Store) gateArgs(r GateRequest) ([]string, []any, error) {
 		preview = "1"
 	}
 	args = append(args, r.ID, r.DebtorID, ms(r.Now), ms(r.LeaseUntil), r.Owner, s.ttlSec, r.Template,
-		r.Retention.Milliseconds(), ms(r.ExpiresAt), base, len(r.Candidates), check, preview, r.DebtID)
+		r.Retention.Milliseconds(), ms(r.ExpiresAt), base, len(r.Candidates), check, preview, r.DebtID, r.numberCounts)
 	for _, c := range r.Candidates {
-		ok := "0"
+		ok, numOpted := "0", "0"
 		if c.WindowOK {
 			ok = "1"
 		}
-		args = append(args, c.Channel, jsonString(c.To), ok, ms(c.WindowNext), ruleJSON(c.WindowRule), c.WindowKind, len(c.Checks))
-		for _, k := range c.Checks {
+		if c.numberOpted {
+			numOpted = "1"
+		}
+		// The number's checks and streams are number.lua's, on its slot.
+		checks, countIn := debtorChecks(c.Checks), debtorStreams(c.CountIn)
+		args = append(args, c.Channel, jsonString(c.To), ok, ms(c.WindowNext), ruleJSON(c.WindowRule), c.WindowKind, numOpted, len(checks))
+		for _, k := range checks {
 			args = append(args, keyOf(k.Stream), ms(k.Since), k.Limit, k.Sliding.Milliseconds(), ms(k.Until), ruleJSON(k.Rule), k.Kind)
 		}
-		args = append(args, len(c.CountIn))
-		for _, st := range c.CountIn {
+		args = append(args, len(countIn))
+		for _, st := range countIn {
 			args = append(args, keyOf(st))
 		}
 	}

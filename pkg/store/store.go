@@ -243,7 +243,7 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 		release := "0"
 		if len(r.Release) > 0 {
 			release = "1"
-			for _, st := range r.Release {
+			for _, st := range debtorStreams(r.Release) {
 				keys[i] = append(keys[i], s.keys.Stream(r.DebtorID, st))
 			}
 		}
@@ -286,6 +286,9 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 					lost = append(lost, Contact{DebtorID: r.DebtorID, Member: r.ID, At: r.Now, Streams: r.CountIn})
 				}
 			}
+		}
+		if err := s.releaseNumbers(ctx, rs, out); err != nil {
+			return nil, err
 		}
 		if len(lost) > 0 {
 			// Later than the claim: the contact counts a little longer

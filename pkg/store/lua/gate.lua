@@ -12,7 +12,11 @@
 --   4. none free: if every candidate is opted out → suppressed/opted_out;
 --      else deferred until the earliest instant one frees, or
 --      suppressed/expired if that is after the intent expires.
--- All keys are the debtor's (same {hash tag}), so this runs on Redis Cluster.
+-- All keys are the debtor's (same {hash tag}), so this runs on Redis Cluster:
+-- the rules scoped to a phone number, and a keyword opt-out of the number,
+-- were evaluated before on the number's own slot (number.lua), which hands
+-- its verdict in as part of each candidate's window verdict and its counts
+-- in ARGV[15].
 --
 -- KEYS[1]   the intent's record hash
 -- KEYS[2]   the debtor's opt-out hash (fields: a channel, "all", "dnc")
@@ -36,9 +40,12 @@
 -- ARGV[13] "1": preview: decide as above but write nothing (no record, no
 --          lease, no stream entry): what the gate would decide now
 -- ARGV[14] the intent's debt id ("" if none): holds on a debt apply to it
--- ARGV[15..] per candidate:
+-- ARGV[15] the counts of the number's checks (JSON members '"rule":n',
+--          comma-separated; may be empty)
+-- ARGV[16..] per candidate:
 --   channel, masked address (json), window: "1" allowed or "0"; window next
---   (ms), window rule id (json), window rule kind,
+--   (ms), window rule id (json), window rule kind, "1" when the number
+--   opted out of this channel (an SMS keyword reply from it) else "0",
 --   number of checks; per check: stream key index (into KEYS), since (ms),
 --     limit, sliding (ms, 0 for a calendar window), until (ms, calendar end),
 --     rule id (json), rule kind;
@@ -79,6 +86,7 @@ if st and st ~= 'accepted' and st ~= 'deferred' and st ~= 'rejected' then
 end
 
 local counts, counted = {}, {}
+if ARGV[15] ~= '' then counts[1] = ARGV[15] end
 
 -- write moves the record to state with a new timeline entry made of the
 -- base, the counts and fields (a list of JSON members), and returns the
@@ -135,24 +143,25 @@ if hs then
   end
 end
 
-local i = 15
+local i = 16
 local ncand = tonumber(ARGV[11])
 local best, bestRule, bestKind, bestChannel = nil, '', '', ''
-local optedOut, firstOpted = 0, ''
+local optedOut, firstOpted, byNumber = 0, '', false
 for _ = 1, ncand do
   local ch, to, wok, wnext = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local wrule, wkind = ARGV[i + 4], ARGV[i + 5]
-  local nchk = tonumber(ARGV[i + 6])
-  i = i + 7
+  local wrule, wkind, numOpted = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6] == '1'
+  local nchk = tonumber(ARGV[i + 7])
+  i = i + 8
   local checks = i
   i = i + nchk * 7
   local nres = tonumber(ARGV[i])
   local res = i + 1
   i = i + 1 + nres
 
-  if all or redis.call('HEXISTS', optouts, ch) == 1 then
+  local debtorOpted = all or redis.call('HEXISTS', optouts, ch) == 1
+  if debtorOpted or numOpted then
     optedOut = optedOut + 1
-    if firstOpted == '' then firstOpted = ch end
+    if firstOpted == '' then firstOpted, byNumber = ch, not debtorOpted end
   else
     local free, rule, kind = 0, '', ''
     if wok ~= '1' then
@@ -204,7 +213,11 @@ end
 if best == nil then
   local ch = firstOpted
   if all then ch = 'all' end
-  local seq, entry = write('suppressed', 'opted_out', '', {'"rule":"opt-out"', '"detail":"opted out of ' .. ch .. '"'})
+  local detail = '"detail":"opted out of ' .. ch .. '"'
+  if byNumber and not all then
+    detail = '"detail":"the number opted out of ' .. ch .. ' (keyword reply), for every debtor at it"'
+  end
+  local seq, entry = write('suppressed', 'opted_out', '', {'"rule":"opt-out"', detail})
   return {'suppressed', 'suppressed', seq, 'opted_out', 0, '', entry}
 end
 

@@ -1,0 +1,337 @@
+package store
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed lua/number.lua
+var numberLua string
+
+var numberScript = redis.NewScript(numberLua)
+
+//go:embed lua/settle.lua
+var settleLua string
+
+var settleScript = redis.NewScript(settleLua)
+
+// PendingHold is how long a reservation on a number's streams stays pending
+// (counted, and freeing a full check at its end) while the gate decides on
+// the debtor's slot. Settled within a round trip; one never settled (the
+// worker crashed) counts as a contact from then on.
+const PendingHold = 10 * time.Second
+
+// numberCall is the number.lua call of one gate request: its number's
+// checks and streams, and what the script answered.
+type numberCall struct {
+	digest   string
+	keys     []string
+	args     []any
+	channels []string // per script candidate, its channel
+	cands    []int    // per script candidate, its index in the request
+	verdicts []numberVerdict
+	reserved bool
+}
+
+type numberVerdict struct {
+	free       int64 // 0: passes (reserved); -1: the number opted out; else frees then (ms)
+	rule, kind string
+	counts     []string
+	added      []string // stream keys the id was added to
+}
+
+func isNumberStream(st Stream) bool { return st.Scope == "number" }
+
+// debtorChecks are the checks gate.lua evaluates: all but the number's.
+func debtorChecks(cs []Check) []Check {
+	for i, c := range cs {
+		if isNumberStream(c.Stream) {
+			out := append([]Check(nil), cs[:i]...)
+			for _, c := range cs[i+1:] {
+				if !isNumberStream(c.Stream) {
+					out = append(out, c)
+				}
+			}
+			return out
+		}
+	}
+	return cs
+}
+
+// debtorStreams are the streams gate.lua counts a contact in.
+func debtorStreams(ss []Stream) []Stream {
+	for i, st := range ss {
+		if isNumberStream(st) {
+			out := append([]Stream(nil), ss[:i]...)
+			for _, st := range ss[i+1:] {
+				if !isNumberStream(st) {
+					out = append(out, st)
+				}
+			}
+			return out
+		}
+	}
+	return ss
+}
+
+func phoneChannel(ch string) bool { return ch == "sms" || ch == "voice" }
+
+// numberCallOf builds the number.lua call of r: nil when r has no phone
+// candidate with a number (nothing of a number's applies).
+func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
+	digest := ""
+	use := func(d string) error {
+		if digest == "" {
+			digest = d
+		} else if d != digest {
+			return fmt.Errorf("store: gate: intent %s names two phone numbers", r.ID)
+		}
+		return nil
+	}
+	needed := false
+	for _, c := range r.Candidates {
+		if !phoneChannel(c.Channel) {
+			continue
+		}
+		for _, k := range c.Checks {
+			if isNumberStream(k.Stream) {
+				needed = true
+				if err := use(s.keys.streamDigest(k.Stream)); err != nil {
+					return nil, err
+				}
+			}
+		}
+		for _, st := range c.CountIn {
+			if isNumberStream(st) {
+				needed = true
+				if err := use(s.keys.streamDigest(st)); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if c.Address != "" {
+			if err := use(s.keys.AddressDigest(c.Address)); err != nil {
+				return nil, err
+			}
+			if c.Channel == "sms" {
+				needed = true // the number's keyword opt-out
+			}
+		}
+	}
+	if !needed || digest == "" {
+		return nil, nil
+	}
+	n := &numberCall{digest: digest, keys: []string{s.keys.NumberPending(digest), s.keys.NumberOptOuts(digest)}}
+	index := map[string]int{}
+	keyOf := func(st Stream) string {
+		k := s.keys.Stream(r.DebtorID, st)
+		i, ok := index[k]
+		if !ok {
+			n.keys = append(n.keys, k)
+			i = len(n.keys)
+			index[k] = i
+		}
+		return strconv.Itoa(i)
+	}
+	preview := "0"
+	if r.Preview {
+		preview = "1"
+	}
+	n.args = []any{r.ID, ms(r.Now), r.Owner, ms(r.Now.Add(PendingHold)), r.Retention.Milliseconds(), preview, 0}
+	for i, c := range r.Candidates {
+		if !phoneChannel(c.Channel) {
+			continue
+		}
+		var checks []Check
+		for _, k := range c.Checks {
+			if isNumberStream(k.Stream) {
+				checks = append(checks, k)
+			}
+		}
+		var countIn []Stream
+		for _, st := range c.CountIn {
+			if isNumberStream(st) {
+				countIn = append(countIn, st)
+			}
+		}
+		n.channels, n.cands = append(n.channels, c.Channel), append(n.cands, i)
+		n.args = append(n.args, c.Channel, len(checks))
+		for _, k := range checks {
+			n.args = append(n.args, keyOf(k.Stream), ms(k.Since), k.Limit, k.Sliding.Milliseconds(), ms(k.Until), ruleJSON(k.Rule), k.Kind)
+		}
+		n.args = append(n.args, len(countIn))
+		for _, st := range countIn {
+			n.args = append(n.args, keyOf(st))
+		}
+	}
+	n.args[6] = len(n.cands)
+	return n, nil
+}
+
+// parse reads number.lua's answer.
+func (n *numberCall) parse(res any) error {
+	v, err := replyList(res, 1+len(n.cands))
+	if err != nil {
+		return fmt.Errorf("store: gate number: %w", err)
+	}
+	n.reserved = asInt(v[0]) == 1
+	n.verdicts = make([]numberVerdict, len(n.cands))
+	for j := range n.cands {
+		c, err := replyList(v[1+j], 5)
+		if err != nil {
+			return fmt.Errorf("store: gate number: %w", err)
+		}
+		vd := numberVerdict{free: asInt(c[0]), rule: asString(c[1]), kind: asString(c[2])}
+		counts, _ := c[3].([]any)
+		for _, x := range counts {
+			vd.counts = append(vd.counts, asString(x))
+		}
+		added, _ := c[4].([]any)
+		for _, x := range added {
+			if k := int(asInt(x)); k >= 1 && k <= len(n.keys) {
+				vd.added = append(vd.added, n.keys[k-1])
+			}
+		}
+		n.verdicts[j] = vd
+	}
+	return nil
+}
+
+// apply hands the number's verdict to the debtor's gate request: an opt-out
+// of the number as the candidate's, a check that does not pass as part of
+// its window verdict (the later of the two decides, like any rule), the
+// counts for the decision's inputs.
+func (n *numberCall) apply(r *GateRequest) {
+	cands := append([]Candidate(nil), r.Candidates...)
+	seen := map[string]bool{}
+	var counts []string
+	for j, vd := range n.verdicts {
+		c := &cands[n.cands[j]]
+		for _, m := range vd.counts {
+			rule := m[:strings.LastIndexByte(m, ':')]
+			if !seen[rule] {
+				seen[rule] = true
+				counts = append(counts, m)
+			}
+		}
+		switch {
+		case vd.free < 0:
+			c.numberOpted = true
+		case vd.free > 0 && (c.WindowOK || vd.free > ms(c.WindowNext)):
+			var rule string
+			_ = json.Unmarshal([]byte(vd.rule), &rule)
+			c.WindowOK, c.WindowNext = false, time.UnixMilli(vd.free).UTC()
+			c.WindowRule, c.WindowKind = rule, vd.kind
+		}
+	}
+	r.Candidates, r.numberCounts = cands, strings.Join(counts, ",")
+}
+
+// settle returns what the settle.lua call for the gate's result needs: the
+// streams to take the reservation out of (all it was added to, except the
+// claimed channel's).
+func (n *numberCall) settleKeys(g GateResult) []string {
+	keep := ""
+	if g.Outcome == Claimed || g.Outcome == Stale {
+		keep = g.Channel
+	}
+	keys := []string{n.keys[0]}
+	seen := map[string]bool{}
+	for j, vd := range n.verdicts {
+		if n.channels[j] == keep {
+			continue
+		}
+		for _, k := range vd.added {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
+}
+
+// reserveNumbers runs number.lua for each call (one pipeline).
+func (s *Store) reserveNumbers(ctx context.Context, calls []*numberCall) error {
+	if len(calls) == 0 {
+		return nil
+	}
+	return s.runScripts(ctx, numberScript, len(calls), func(i int) ([]string, []any) { return calls[i].keys, calls[i].args },
+		func(i int, res any) error { return calls[i].parse(res) })
+}
+
+// settleNumbers runs settle.lua for each call, reserved, with its gate
+// result (one pipeline). A reservation that could not be settled stays
+// pending until its hold ends and then counts: an over-count, never an
+// under-count.
+func (s *Store) settleNumbers(ctx context.Context, calls []*numberCall, results []GateResult) error {
+	if len(calls) == 0 {
+		return nil
+	}
+	return s.runScripts(ctx, settleScript, len(calls), func(i int) ([]string, []any) {
+		return calls[i].settleKeys(results[i]), []any{calls[i].args[0], calls[i].args[2]}
+	}, func(int, any) error { return nil })
+}
+
+// runScripts runs script n times in one pipeline (loading it once when
+// Redis does not know it) and hands each reply to parse.
+func (s *Store) runScripts(ctx context.Context, script *redis.Script, n int, call func(int) ([]string, []any), parse func(int, any) error) error {
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, n)
+		for i := 0; i < n; i++ {
+			keys, args := call(i)
+			cmds[i] = script.EvalSha(ctx, pipe, keys, args...)
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && attempt == 0 && isNoScript(cmds[0].Err()) {
+			if err := script.Load(ctx, s.rdb).Err(); err != nil {
+				return fmt.Errorf("store: load script: %w", err)
+			}
+			continue
+		}
+		for i, c := range cmds {
+			if c.Err() != nil {
+				return fmt.Errorf("store: gate number: %w", c.Err())
+			}
+			if err := parse(i, c.Val()); err != nil {
+				return err
+			}
+		}
+		return err
+	}
+}
+
+// releaseNumbers takes released contacts out of their number's streams
+// (in the number's slot, so not in finish.lua's call): those whose outcome
+// was recorded (seq > 0).
+func (s *Store) releaseNumbers(ctx context.Context, rs []FinishRequest, seqs []int64) error {
+	var pipe redis.Pipeliner
+	for i, r := range rs {
+		if seqs[i] <= 0 {
+			continue
+		}
+		for _, st := range r.Release {
+			if isNumberStream(st) {
+				if pipe == nil {
+					pipe = s.rdb.Pipeline()
+				}
+				pipe.ZRem(ctx, s.keys.Stream(r.DebtorID, st), r.ID)
+			}
+		}
+	}
+	if pipe == nil {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("store: release number: %w", err)
+	}
+	return nil
+}
