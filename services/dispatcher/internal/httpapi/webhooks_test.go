@@ -16,6 +16,7 @@ import (
 
 	"github.com/contactd/dispatcher/pkg/kafkaio"
 	"github.com/contactd/dispatcher/pkg/optout"
+	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
 	"github.com/contactd/dispatcher/pkg/testenv"
 )
@@ -40,16 +41,17 @@ func inboundServer(t *testing.T) (*inboundClient, *store.Store, *flakyPublisher)
 	t.Helper()
 	pub := &flakyPublisher{}
 	var st *store.Store
-	_, ts := newEdgeServer(t, HTTPConfig{}, func(d *Deps) {
+	s, ts := newEdgeServer(t, HTTPConfig{}, func(d *Deps) {
 		st = d.Webhooks.(*store.Store)
 		d.OptOuts = &optout.Recorder{Topic: kafkaio.DefaultTopics.OptOuts, Pub: pub, Hot: st}
 	})
-	return &inboundClient{t: t, base: ts.URL}, st, pub
+	return &inboundClient{t: t, base: ts.URL, s: s}, st, pub
 }
 
 type inboundClient struct {
 	t    *testing.T
 	base string
+	s    *Server
 }
 
 // sms posts an SMS reply from a number, signed as Twilio signs it; sid ""
@@ -326,5 +328,57 @@ func TestInboundRebuild(t *testing.T) {
 	h.sms(phone, "START", "SM-B6")
 	if ok, _ := numberStopped(t, rebuild(), phone); ok {
 		t.Error("rebuilt after START: still opted out")
+	}
+}
+
+// The whole way, through the worker's gate: a STOP from a number never
+// messaged suppresses the next SMS to it for any debtor (opted_out); after
+// START it is sent again, except for a debtor the bank opted out of SMS;
+// a replayed START after a new STOP changes nothing.
+func TestInboundStopReachesTheGate(t *testing.T) {
+	h, st, _ := inboundServer(t)
+	ctx := context.Background()
+	const phone = "+8613877778888"
+	_, w, _ := twoWorkers(t, h.s, st, func() time.Time { return now })
+	decide := func(id, debtor string) status.Record {
+		t.Helper()
+		body := intentWith(id, func(m map[string]any) {
+			m["debtor_id"], m["channels"], m["fallback"] = debtor, []string{"sms"}, false
+			m["to"] = map[string]any{"phone": phone}
+			delete(m, "not_before")
+			delete(m, "expires_at")
+		})
+		if _, err := w.Decide(ctx, kafka.Message{Topic: kafkaio.DefaultTopics.Intents, Key: []byte(debtor), Value: []byte(body)}); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		rec, err := st.Get(ctx, id)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		return rec
+	}
+	suppressed := func(rec status.Record) bool {
+		return rec.State == status.Suppressed && rec.Last().Reason == "opted_out"
+	}
+	h.sms(phone, "STOP", "SM-G1")
+	for _, id := range []string{"I-G1", "I-G2"} {
+		if rec := decide(id, "D-"+id); !suppressed(rec) {
+			t.Errorf("%s after STOP: %s/%s, want suppressed/opted_out", id, rec.State, rec.Last().Reason)
+		}
+	}
+	if code, body := call(t, h.base, writeKey, "PUT", "/v1/debtors/D-GBANK/optouts/sms", `{"reason":"asked at the branch"}`); code != 200 {
+		t.Fatalf("bank opt-out: HTTP %d %s", code, body)
+	}
+	h.sms(phone, "START", "SM-G2")
+	if rec := decide("I-G3", "D-I-G1"); rec.State != status.Sent {
+		t.Errorf("after START: %s/%s, want sent", rec.State, rec.Last().Reason)
+	}
+	if rec := decide("I-G4", "D-GBANK"); !suppressed(rec) {
+		t.Errorf("the bank's opt-out after START: %s/%s, want suppressed/opted_out", rec.State, rec.Last().Reason)
+	}
+	h.sms(phone, "STOP", "SM-G3")
+	h.sms(phone, "START", "SM-G2") // replayed
+	if rec := decide("I-G5", "D-G5"); !suppressed(rec) {
+		t.Errorf("after STOP and a replayed START: %s/%s, want suppressed/opted_out", rec.State, rec.Last().Reason)
 	}
 }
