@@ -1,5 +1,6 @@
-// Package optout owns a debtor's wish not to be contacted: the opt-out
-// record, where it comes from, and how it is kept — first on the compacted
+// Package optout owns a debtor's wish not to be contacted — or a phone
+// number's, for an SMS keyword reply: the opt-out record, where it comes
+// from, and how it is kept — first on the compacted
 // topic reminders.optouts (the durable copy), then in Redis (the copy the
 // gate reads). An opt-out always wins over any intent not yet past the gate.
 package optout
@@ -32,13 +33,18 @@ var DoNotContact = []string{"cease_and_desist", "attorney_represented", "dispute
 // DNCPrefix marks a do-not-contact state in an OptOut's Channel.
 const DNCPrefix = "dnc:"
 
-// OptOut is one debtor's opt-out of one channel (or all).
+// OptOut is one debtor's opt-out of one channel (or all), or one number's
+// opt-out of a channel. A record has either DebtorID or Number.
 type OptOut struct {
-	DebtorID string    `json:"debtor_id"`
-	Channel  string    `json:"channel"` // sms, voice, email, wechat or all
-	Source   string    `json:"source"`
-	Reason   string    `json:"reason,omitempty"`
-	At       time.Time `json:"at"`
+	DebtorID string `json:"debtor_id,omitempty"`
+	// Number is the keyed digest of an E.164 number (never the number) on
+	// a number's own opt-out: an SMS keyword reply from it stops SMS to it
+	// whichever debtor it belongs to, until a START from it.
+	Number  string    `json:"number,omitempty"`
+	Channel string    `json:"channel"` // sms, voice, email, wechat or all
+	Source  string    `json:"source"`
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at"`
 	// Removed: the debtor opted back in (START) or the bank lifted it.
 	Removed bool `json:"removed,omitempty"`
 	// Actor is who made the change: "debtor" (the link, an SMS reply), or
@@ -70,8 +76,32 @@ func (o OptOut) ByDebtor() bool {
 // ActorDebtor is the Actor of a change the debtor made.
 const ActorDebtor = "debtor"
 
+// NumberKeyPrefix starts the key of a number's opt-out on reminders.optouts:
+// "number:<digest>/<channel>". A debtor id never contains '/', and keys of
+// debtors' records are "<debtor_id>/<channel>".
+const NumberKeyPrefix = "number:"
+
 // Key is the record's key on reminders.optouts.
-func (o OptOut) Key() string { return o.DebtorID + "/" + o.Channel }
+func (o OptOut) Key() string {
+	if o.Number != "" {
+		return NumberKeyPrefix + o.Number + "/" + o.Channel
+	}
+	return o.DebtorID + "/" + o.Channel
+}
+
+// Check reports whether o can be recorded: a channel, and either a debtor
+// or a number (not both).
+func (o OptOut) Check() error {
+	switch {
+	case o.Channel == "":
+		return errors.New("optout: channel is required")
+	case o.DebtorID == "" && o.Number == "":
+		return errors.New("optout: debtor or number is required")
+	case o.DebtorID != "" && o.Number != "":
+		return errors.New("optout: a record is for a debtor or for a number, not both")
+	}
+	return nil
+}
 
 // Publisher writes records to Kafka and returns once they are acked.
 type Publisher interface {
@@ -82,6 +112,9 @@ type Publisher interface {
 type Hot interface {
 	SetOptOut(ctx context.Context, debtorID, field string, value []byte) error
 	RemoveOptOut(ctx context.Context, debtorID, field string) error
+	// A number's opt-outs, keyed by the number's digest; field: the channel.
+	SetNumberOptOut(ctx context.Context, digest, channel string, value []byte) error
+	RemoveNumberOptOut(ctx context.Context, digest, channel string) error
 }
 
 // Recorder records opt-outs durably, then hot.
@@ -95,8 +128,8 @@ type Recorder struct {
 // acked by all in-sync replicas, and then to Redis; it returns only after
 // both. Every change is a record on the topic.
 func (r *Recorder) Record(ctx context.Context, o OptOut) error {
-	if o.DebtorID == "" || o.Channel == "" {
-		return errors.New("optout: debtor and channel are required")
+	if err := o.Check(); err != nil {
+		return err
 	}
 	b, err := json.Marshal(o)
 	if err != nil {
@@ -112,8 +145,18 @@ func (r *Recorder) Record(ctx context.Context, o OptOut) error {
 }
 
 // Apply puts one opt-out record into the hot copy: how Record does it, and
-// how the hot copy is rebuilt from the topic.
+// how the hot copy is rebuilt from the topic. A number's record goes to the
+// number's opt-outs, a debtor's to the debtor's.
 func Apply(ctx context.Context, hot Hot, o OptOut, raw []byte) error {
+	if err := o.Check(); err != nil {
+		return err
+	}
+	if o.Number != "" {
+		if o.Removed {
+			return hot.RemoveNumberOptOut(ctx, o.Number, o.Channel)
+		}
+		return hot.SetNumberOptOut(ctx, o.Number, o.Channel, raw)
+	}
 	if o.Removed {
 		return hot.RemoveOptOut(ctx, o.DebtorID, o.Channel)
 	}

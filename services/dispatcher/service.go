@@ -374,8 +374,10 @@ func (s *Service) rebuildWith(ctx context.Context, inFlight bool) error {
 	start := time.Now()
 	optouts, _, err := s.kc.Replay(ctx, s.cfg.Brokers, kafkaio.DefaultTopics.OptOuts, 1000, func(ms []kafka.Message) error {
 		for _, m := range ms {
+			// A debtor's record or a number's (an SMS keyword reply);
+			// a tombstone or an unreadable record is skipped.
 			var o optout.OptOut
-			if m.Value == nil || json.Unmarshal(m.Value, &o) != nil || o.DebtorID == "" || o.Channel == "" {
+			if m.Value == nil || json.Unmarshal(m.Value, &o) != nil || o.Check() != nil {
 				continue
 			}
 			if err := optout.Apply(ctx, s.store, o, m.Value); err != nil {

@@ -24,7 +24,15 @@ import (
 type Webhooks interface {
 	Callback(ctx context.Context, debtorID, id, providerID string, e status.Entry) (store.CallbackResult, error)
 	RecordEvent(ctx context.Context, debtorID string, st store.Stream, member string, at time.Time, retention time.Duration) error
+	// DebtorsAt lists the debtors messaged at a number (START lifts their
+	// keyword opt-outs written before numbers had their own).
 	DebtorsAt(ctx context.Context, phone string) ([]string, error)
+	// Digest is the keyed digest a number's state is kept under.
+	Digest(addr string) string
+	// MarkInbound marks an inbound message applied (first false: it was
+	// already); UnmarkInbound forgets the mark of one whose applying failed.
+	MarkInbound(ctx context.Context, digest, messageID string, ttl time.Duration) (first bool, err error)
+	UnmarkInbound(ctx context.Context, digest, messageID string) error
 }
 
 // OptOutRecorder records opt-outs: the topic first, then Redis.
@@ -74,19 +82,25 @@ func replyTwiML(c echo.Context, msg string) error {
 	return c.Blob(http.StatusOK, "application/xml", append([]byte(xml.Header), b...))
 }
 
-// postInbound handles a reply to our SMS: TD, 退订, STOP … opt the number's
-// debtors out of SMS; START and UNSTOP opt them back in; HELP answers with
-// the bank's contact line.
+// postInbound handles a reply to our SMS. TD, 退订, STOP … opt the number
+// itself out of SMS: one record keyed by the number's digest, which the
+// gate reads for every SMS to the number, whichever debtor it belongs to
+// now or later. START and UNSTOP lift that record and, for opt-outs written
+// before numbers had their own, a debtor-level SMS opt-out of a debtor
+// known at the number whose source is a keyword reply; a bank's, a link's
+// or a provider's opt-out stays. HELP answers with the bank's contact line.
+// Each message (its MessageSid) is applied once: a replay gets the same
+// reply and changes nothing.
 func (s *Server) postInbound(c echo.Context) error {
 	r := c.Request()
-	from, body := r.FormValue("From"), r.FormValue("Body")
+	from, body, sid := r.FormValue("From"), r.FormValue("Body"), r.FormValue("MessageSid")
 	lang := "en"
 	if strings.HasPrefix(from, "+86") {
 		lang = "zh-CN"
 	}
 	bank := s.bank(lang)
 	kw := optout.ParseKeyword(body)
-	if kw == optout.KeywordNone {
+	if kw == optout.KeywordNone || (kw != optout.KeywordHelp && from == "") {
 		return replyTwiML(c, "")
 	}
 	if kw == optout.KeywordHelp {
@@ -96,21 +110,75 @@ func (s *Server) postInbound(c echo.Context) error {
 		return replyTwiML(c, bank["name"]+": call "+bank["phone"]+". Reply STOP to opt out.")
 	}
 	ctx := r.Context()
-	debtors, err := s.Webhooks.DebtorsAt(ctx, from)
-	if err != nil {
-		return err
-	}
-	now := s.Now().UTC()
-	for _, d := range debtors {
-		o := optout.OptOut{DebtorID: d, Channel: string(intent.SMS), Source: optout.SourceSMSKeyword, Reason: "reply " + kw.String(), At: now, Actor: optout.ActorDebtor}
-		if kw == optout.KeywordStart {
-			o.Removed = true
-		}
-		if err := s.OptOuts.Record(ctx, o); err != nil {
+	digest := s.Webhooks.Digest(from)
+	if sid != "" {
+		first, err := s.Webhooks.MarkInbound(ctx, digest, sid, store.InboundTTL)
+		if err != nil {
 			return err
 		}
+		if !first {
+			s.Log.Info("SMS keyword already applied", "keyword", kw.String(), "message_sid", sid, "from", intent.MaskPhone(from))
+			return keywordReply(c, kw, lang, bank)
+		}
 	}
-	s.Log.Info("SMS keyword", "keyword", kw.String(), "debtors", len(debtors), "from", intent.MaskPhone(from))
+	lifted, err := s.applyKeyword(ctx, kw, from, digest)
+	if err != nil {
+		if sid != "" {
+			// Not applied: forget the mark, so the provider's retry is.
+			if uerr := s.Webhooks.UnmarkInbound(context.WithoutCancel(ctx), digest, sid); uerr != nil {
+				s.Log.Warn("SMS keyword failed and its message stays marked", "message_sid", sid, "err", uerr)
+			}
+		}
+		return err
+	}
+	s.Log.Info("SMS keyword", "keyword", kw.String(), "message_sid", sid, "debtors_lifted", lifted, "from", intent.MaskPhone(from))
+	return keywordReply(c, kw, lang, bank)
+}
+
+// applyKeyword records what a STOP-like or START keyword from number from
+// (digest its keyed digest) asks for; it returns how many debtor-level
+// keyword opt-outs a START lifted.
+func (s *Server) applyKeyword(ctx context.Context, kw optout.Keyword, from, digest string) (int, error) {
+	now := s.Now().UTC()
+	o := optout.OptOut{Number: digest, Channel: string(intent.SMS), Source: optout.SourceSMSKeyword,
+		Reason: "reply " + kw.String(), At: now, Actor: optout.ActorDebtor, Removed: kw == optout.KeywordStart}
+	if err := s.OptOuts.Record(ctx, o); err != nil {
+		return 0, err
+	}
+	if kw != optout.KeywordStart {
+		return 0, nil
+	}
+	// Debtor-level keyword opt-outs, written before numbers had their own.
+	debtors, err := s.Webhooks.DebtorsAt(ctx, from)
+	if err != nil {
+		return 0, err
+	}
+	lifted := 0
+	for _, d := range debtors {
+		h, err := s.OptOutReader.OptOutsOf(ctx, d)
+		if err != nil {
+			return lifted, err
+		}
+		v, ok := h[string(intent.SMS)]
+		if !ok {
+			continue
+		}
+		var was optout.OptOut
+		if err := json.Unmarshal([]byte(v), &was); err != nil || was.Source != optout.SourceSMSKeyword {
+			continue // the bank's, a link's or a provider's: it stays
+		}
+		lift := optout.OptOut{DebtorID: d, Channel: string(intent.SMS), Source: optout.SourceSMSKeyword,
+			Reason: "reply " + kw.String(), At: now, Actor: optout.ActorDebtor, Removed: true}
+		if err := s.OptOuts.Record(ctx, lift); err != nil {
+			return lifted, err
+		}
+		lifted++
+	}
+	return lifted, nil
+}
+
+// keywordReply answers a STOP-like keyword or START in lang.
+func keywordReply(c echo.Context, kw optout.Keyword, lang string, bank map[string]string) error {
 	switch {
 	case kw == optout.KeywordStart && lang == "zh-CN":
 		return replyTwiML(c, "您已重新订阅"+bank["name"]+"的短信通知。回复TD退订。")
