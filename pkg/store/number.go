@@ -69,6 +69,11 @@ func (s *Store) NumberOptOutsOf(ctx context.Context, digest string) (map[string]
 // longer than a provider retries a webhook.
 const InboundTTL = 30 * 24 * time.Hour
 
+// InboundApplying is how long a message is marked while it is being
+// applied: if the process dies before KeepInbound, the mark lapses and the
+// provider's retry of the message is applied.
+const InboundApplying = time.Minute
+
 // MarkInbound marks an inbound message from a number as applied, for ttl;
 // first is false when it was marked already (a replay: apply nothing).
 func (s *Store) MarkInbound(ctx context.Context, digest, messageID string, ttl time.Duration) (first bool, err error) {
@@ -83,6 +88,17 @@ func (s *Store) MarkInbound(ctx context.Context, digest, messageID string, ttl t
 		return false, fmt.Errorf("store: inbound: %w", err)
 	}
 	return first, nil
+}
+
+// KeepInbound keeps an applied message's mark for ttl (InboundTTL when 0).
+func (s *Store) KeepInbound(ctx context.Context, digest, messageID string, ttl time.Duration) error {
+	if ttl <= 0 {
+		ttl = InboundTTL
+	}
+	if err := s.rdb.Expire(ctx, s.keys.Inbound(digest, messageID), ttl).Err(); err != nil {
+		return fmt.Errorf("store: inbound: %w", err)
+	}
+	return nil
 }
 
 // UnmarkInbound forgets an inbound message's mark, when applying it

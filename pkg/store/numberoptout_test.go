@@ -93,6 +93,20 @@ func TestMarkInbound(t *testing.T) {
 		if mark(d, "SM1") {
 			t.Error("SM1 marked again after the retry is first")
 		}
+		// Marked while applying (short), kept once applied (long).
+		if first, err := st.MarkInbound(ctx, d, "SM3", store.InboundApplying); err != nil || !first {
+			t.Fatalf("mark SM3: %v %v", first, err)
+		}
+		k3 := store.Keys{Prefix: prefix}.Inbound(d, "SM3")
+		if ttl := rdb.TTL(ctx, k3).Val(); ttl <= 0 || ttl > store.InboundApplying {
+			t.Errorf("TTL of SM3 while applying: %v, want (0, %v]", ttl, store.InboundApplying)
+		}
+		if err := st.KeepInbound(ctx, d, "SM3", store.InboundTTL); err != nil {
+			t.Fatal(err)
+		}
+		if ttl := rdb.TTL(ctx, k3).Val(); ttl <= store.InboundApplying {
+			t.Errorf("TTL of SM3 once applied: %v, want the long mark", ttl)
+		}
 		if _, err := st.MarkInbound(ctx, d, "", store.InboundTTL); err == nil {
 			t.Error("an empty message id was marked")
 		}

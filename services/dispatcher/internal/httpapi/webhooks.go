@@ -29,9 +29,11 @@ type Webhooks interface {
 	DebtorsAt(ctx context.Context, phone string) ([]string, error)
 	// Digest is the keyed digest a number's state is kept under.
 	Digest(addr string) string
-	// MarkInbound marks an inbound message applied (first false: it was
-	// already); UnmarkInbound forgets the mark of one whose applying failed.
+	// MarkInbound marks an inbound message being applied (first false: it
+	// was already); KeepInbound keeps the mark of one applied;
+	// UnmarkInbound forgets the mark of one whose applying failed.
 	MarkInbound(ctx context.Context, digest, messageID string, ttl time.Duration) (first bool, err error)
+	KeepInbound(ctx context.Context, digest, messageID string, ttl time.Duration) error
 	UnmarkInbound(ctx context.Context, digest, messageID string) error
 }
 
@@ -112,7 +114,7 @@ func (s *Server) postInbound(c echo.Context) error {
 	ctx := r.Context()
 	digest := s.Webhooks.Digest(from)
 	if sid != "" {
-		first, err := s.Webhooks.MarkInbound(ctx, digest, sid, store.InboundTTL)
+		first, err := s.Webhooks.MarkInbound(ctx, digest, sid, store.InboundApplying)
 		if err != nil {
 			return err
 		}
@@ -130,6 +132,12 @@ func (s *Server) postInbound(c echo.Context) error {
 			}
 		}
 		return err
+	}
+	if sid != "" {
+		if err := s.Webhooks.KeepInbound(ctx, digest, sid, store.InboundTTL); err != nil {
+			// Applied, but a replay after the short mark lapses is applied again.
+			s.Log.Warn("SMS keyword applied; its mark was not kept", "message_sid", sid, "err", err)
+		}
 	}
 	s.Log.Info("SMS keyword", "keyword", kw.String(), "message_sid", sid, "debtors_lifted", lifted, "from", intent.MaskPhone(from))
 	return keywordReply(c, kw, lang, bank)
