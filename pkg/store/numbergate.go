@@ -129,6 +129,11 @@ func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
 		return nil, nil
 	}
 	n := &numberCall{digest: digest, keys: []string{s.keys.NumberPending(digest), s.keys.NumberOptOuts(digest)}}
+	check := "0"
+	if _, cluster := s.rdb.(*redis.ClusterClient); !cluster {
+		check = "1"
+		n.keys = append(n.keys, s.keys.Marker())
+	}
 	index := map[string]int{}
 	keyOf := func(st Stream) string {
 		k := s.keys.Stream(r.DebtorID, st)
@@ -144,7 +149,7 @@ func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
 	if r.Preview {
 		preview = "1"
 	}
-	n.args = []any{r.ID, ms(r.Now), r.Owner, ms(r.Now.Add(PendingHold)), r.Retention.Milliseconds(), preview, 0}
+	n.args = []any{r.ID, ms(r.Now), r.Owner, ms(r.Now.Add(PendingHold)), r.Retention.Milliseconds(), preview, check, 0}
 	for i, c := range r.Candidates {
 		if !phoneChannel(c.Channel) {
 			continue
@@ -171,12 +176,15 @@ func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
 			n.args = append(n.args, keyOf(st))
 		}
 	}
-	n.args[6] = len(n.cands)
+	n.args[7] = len(n.cands)
 	return n, nil
 }
 
 // parse reads number.lua's answer.
 func (n *numberCall) parse(res any) error {
+	if v, ok := res.([]any); ok && len(v) == 1 && asString(v[0]) == "lost" {
+		return ErrStateLost
+	}
 	v, err := replyList(res, 1+len(n.cands))
 	if err != nil {
 		return fmt.Errorf("store: gate number: %w", err)

@@ -528,7 +528,16 @@ func TestChaosFlushCaps(t *testing.T) {
 	atFlush := len(tw.Created())
 	produceChunks(t, h, waves[1])
 	produceChunks(t, h, waves[2])
-	testenv.Eventually(t, 120*time.Second, "every intent decided", func() bool { return h.allCommitted() && len(tw.Created()) >= want })
+	var committed bool
+	defer func() {
+		if t.Failed() {
+			t.Logf("at the end: %d SMS sent of %d expected, every intent committed: %v", len(tw.Created()), want, committed)
+		}
+	}()
+	testenv.Eventually(t, 120*time.Second, "every intent decided", func() bool {
+		committed = h.allCommitted()
+		return committed && len(tw.Created()) >= want
+	})
 	time.Sleep(2 * time.Second) // anything late would show now
 	numberCap := 2
 	if time.Now().In(shanghai).Format(time.DateOnly) != startDay {

@@ -18,13 +18,17 @@
 --
 -- KEYS[1]   the number's pending reservations (hash)
 -- KEYS[2]   the number's opt-outs (hash; field "sms": a keyword opt-out)
--- KEYS[3..] the number's event streams (sorted sets: member intent id,
+-- KEYS[3]   the state marker when ARGV[7] is "1" (one Redis, not a
+--           cluster), else the first stream
+-- KEYS[..]  the number's event streams (sorted sets: member intent id,
 --           score unix ms)
 --
 -- ARGV[1] intent id   ARGV[2] now (ms)   ARGV[3] owner (the gate's lease
 -- token)   ARGV[4] hold end (ms)   ARGV[5] stream retention (ms)
 -- ARGV[6] "1": preview (evaluate, write nothing)
--- ARGV[7] number of candidates; per candidate:
+-- ARGV[7] "1": refuse if the state marker is gone (Redis lost its data:
+--         nothing is reserved before the rebuild; answers {"lost"})
+-- ARGV[8] number of candidates; per candidate:
 --   channel, number of checks; per check: stream key index (into KEYS),
 --   since (ms), limit, sliding (ms, 0 for a calendar window), until (ms),
 --   rule id (JSON-encoded), rule kind; number of streams the contact counts
@@ -41,6 +45,9 @@ local pend, opt = KEYS[1], KEYS[2]
 local id, now, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local ret = tonumber(ARGV[5])
 local preview = ARGV[6] == '1'
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then
+  return {'lost'}
+end
 
 local live = {}
 local p = redis.call('HGETALL', pend)
@@ -55,8 +62,8 @@ end
 local optedSMS = redis.call('HEXISTS', opt, 'sms') == 1
 
 local out, reserved = {0}, false
-local i = 8
-for _ = 1, tonumber(ARGV[7]) do
+local i = 9
+for _ = 1, tonumber(ARGV[8]) do
   local ch, nchk = ARGV[i], tonumber(ARGV[i + 1])
   local checks = i + 2
   i = checks + nchk * 7
