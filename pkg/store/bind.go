@@ -37,34 +37,6 @@ func (s *Store) Bind(ctx context.Context, id, debtorID string) error {
 	return nil
 }
 
-// bindBatch binds several ids in one pipeline (on a cluster, one round trip
-// per node) and reports, per pair, whether the id is the debtor's.
-func (s *Store) bindBatch(ctx context.Context, ids, debtors []string) ([]bool, error) {
-	for attempt := 0; ; attempt++ {
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(ids))
-		for i := range ids {
-			cmds[i] = bindScript.EvalSha(ctx, pipe, []string{s.keys.Index(ids[i])}, debtors[i], s.ttl.Milliseconds())
-		}
-		_, err := pipe.Exec(ctx)
-		if err != nil && attempt == 0 && len(cmds) > 0 && isNoScript(cmds[0].Err()) {
-			if err := bindScript.Load(ctx, s.rdb).Err(); err != nil {
-				return nil, fmt.Errorf("store: bind: %w", err)
-			}
-			continue
-		}
-		out := make([]bool, len(ids))
-		for i, c := range cmds {
-			owner, err := c.Text()
-			if err != nil {
-				return nil, fmt.Errorf("store: bind: %w", err)
-			}
-			out[i] = owner == debtors[i]
-		}
-		return out, nil
-	}
-}
-
 // boundElsewhere reports, without writing, whether id is bound to a debtor
 // other than debtorID.
 func (s *Store) boundElsewhere(ctx context.Context, id, debtorID string) (bool, error) {
@@ -76,4 +48,76 @@ func (s *Store) boundElsewhere(ctx context.Context, id, debtorID string) (bool, 
 		return false, fmt.Errorf("store: bind: %w", err)
 	}
 	return owner != debtorID, nil
+}
+
+// bindReserve binds every request's id to its debtor and runs the number
+// calls given (number.lua), all in one pipeline, and reports per request
+// whether the id is its debtor's. A script Redis does not know (a
+// restarted server) is loaded and only the commands that found it missing
+// run again: a reservation is never made twice.
+func (s *Store) bindReserve(ctx context.Context, rs []GateRequest, calls []*numberCall) ([]bool, error) {
+	binds := make([]*redis.Cmd, len(rs))
+	nums := make([]*redis.Cmd, len(calls))
+	bindAll, numAll := make([]bool, len(rs)), make([]bool, len(calls))
+	for i := range bindAll {
+		bindAll[i] = true
+	}
+	for i := range numAll {
+		numAll[i] = true
+	}
+	run, runNum := bindAll, numAll
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		for i, r := range rs {
+			if run[i] {
+				binds[i] = bindScript.EvalSha(ctx, pipe, []string{s.keys.Index(r.ID)}, r.DebtorID, s.ttl.Milliseconds())
+			}
+		}
+		for i, n := range calls {
+			if runNum[i] {
+				nums[i] = numberScript.EvalSha(ctx, pipe, n.keys, n.args...)
+			}
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && attempt == 0 {
+			again, againNum := make([]bool, len(rs)), make([]bool, len(calls))
+			missing := false
+			for i := range rs {
+				if run[i] && isNoScript(binds[i].Err()) {
+					again[i], missing = true, true
+				}
+			}
+			for i := range calls {
+				if runNum[i] && isNoScript(nums[i].Err()) {
+					againNum[i], missing = true, true
+				}
+			}
+			if missing {
+				for _, sc := range []*redis.Script{bindScript, numberScript} {
+					if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+						return nil, fmt.Errorf("store: bind: %w", err)
+					}
+				}
+				run, runNum = again, againNum
+				continue
+			}
+		}
+		out := make([]bool, len(rs))
+		for i, c := range binds {
+			owner, err := c.Text()
+			if err != nil {
+				return nil, fmt.Errorf("store: bind: %w", err)
+			}
+			out[i] = owner == rs[i].DebtorID
+		}
+		for i, c := range nums {
+			if c.Err() != nil {
+				return nil, fmt.Errorf("store: gate number: %w", c.Err())
+			}
+			if err := calls[i].parse(c.Val()); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
 }

@@ -190,48 +190,12 @@ func (s *Store) GatePreview(ctx context.Context, r GateRequest) (GateResult, err
 // order, each atomically, so the decisions are those of calling Gate for
 // each in turn.
 func (s *Store) GateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, error) {
-	// Bind every id first (one round trip): an id bound to another debtor
-	// is a conflict and never reaches the gate.
-	ids, debtors := make([]string, len(rs)), make([]string, len(rs))
-	for i, r := range rs {
-		ids[i], debtors[i] = r.ID, r.DebtorID
-	}
-	ours, err := s.bindBatch(ctx, ids, debtors)
-	if err != nil {
-		return nil, err
-	}
-	var pass []GateRequest
-	for i, r := range rs {
-		if ours[i] {
-			pass = append(pass, r)
-		}
-	}
-	res, err := s.gateBatch(ctx, pass)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]GateResult, len(rs))
-	for i, k := 0, 0; i < len(rs); i++ {
-		if !ours[i] {
-			out[i] = GateResult{Outcome: Conflict}
-			continue
-		}
-		out[i] = res[k]
-		k++
-	}
-	return out, nil
-}
-
-// gateBatch decides rs (bound to their debtors) in rounds, each at most one
-// request per phone number: the number's step (number.lua on the number's
-// slot: its checks, its opt-out, a reservation), the debtor's gate (one
-// pipeline), then the reservations settled. Requests that share a number
-// are decided one round after the other, so that a reservation of one is
-// settled before the next reads the number.
-func (s *Store) gateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, error) {
 	if len(rs) == 0 {
 		return nil, nil
 	}
+	// Requests that share a number are decided one round after the other,
+	// so that a reservation of one is settled before the next reads the
+	// number.
 	calls := make([]*numberCall, len(rs))
 	var rounds [][]int
 	seen := map[string]int{}
@@ -251,34 +215,59 @@ func (s *Store) gateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, 
 		}
 		rounds[k] = append(rounds[k], i)
 	}
+	// Bind every id (an id bound to another debtor is a conflict and never
+	// reaches the gate) and make the first round's reservations: one
+	// pipeline.
+	var first []*numberCall
+	for _, i := range rounds[0] {
+		if calls[i] != nil {
+			first = append(first, calls[i])
+		}
+	}
+	ours, err := s.bindReserve(ctx, rs, first)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]GateResult, len(rs))
-	for _, round := range rounds {
-		var num []*numberCall
+	for k, round := range rounds {
+		if k > 0 {
+			var num []*numberCall
+			for _, i := range round {
+				if calls[i] != nil && ours[i] {
+					num = append(num, calls[i])
+				}
+			}
+			if err := s.reserveNumbers(ctx, num); err != nil {
+				return nil, err
+			}
+		}
+		var part []GateRequest
+		var idx []int
 		for _, i := range round {
-			if calls[i] != nil {
-				num = append(num, calls[i])
+			if !ours[i] {
+				out[i] = GateResult{Outcome: Conflict}
+				continue
 			}
-		}
-		if err := s.reserveNumbers(ctx, num); err != nil {
-			return nil, err
-		}
-		part := make([]GateRequest, len(round))
-		for j, i := range round {
-			part[j] = rs[i]
+			r := rs[i]
 			if calls[i] != nil {
-				calls[i].apply(&part[j])
+				calls[i].apply(&r)
 			}
+			part, idx = append(part, r), append(idx, i)
 		}
 		res, err := s.gateRound(ctx, part)
 		if err != nil {
 			return nil, err
 		}
+		for j, i := range idx {
+			out[i] = res[j]
+		}
+		// Settle what was reserved: kept on the channel claimed, released
+		// everywhere else (all of a conflict's).
 		var settle []*numberCall
 		var settled []GateResult
-		for j, i := range round {
-			out[i] = res[j]
+		for _, i := range round {
 			if n := calls[i]; n != nil && n.reserved {
-				settle, settled = append(settle, n), append(settled, res[j])
+				settle, settled = append(settle, n), append(settled, out[i])
 			}
 		}
 		if err := s.settleNumbers(ctx, settle, settled); err != nil {
@@ -290,6 +279,9 @@ func (s *Store) gateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, 
 
 // gateRound runs gate.lua for each request (one pipeline, in order).
 func (s *Store) gateRound(ctx context.Context, rs []GateRequest) ([]GateResult, error) {
+	if len(rs) == 0 {
+		return nil, nil
+	}
 	keys := make([][]string, len(rs))
 	args := make([][]any, len(rs))
 	for i, r := range rs {
@@ -298,19 +290,32 @@ func (s *Store) gateRound(ctx context.Context, rs []GateRequest) ([]GateResult, 
 			return nil, err
 		}
 	}
+	cmds := make([]*redis.Cmd, len(rs))
+	run := make([]bool, len(rs))
+	for i := range run {
+		run[i] = true
+	}
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(rs))
 		for i, r := range rs {
-			cmds[i] = gateScript.EvalSha(ctx, pipe, keys[i], args[i]...)
-			pipe.SetArgs(ctx, s.keys.Index(r.ID), r.DebtorID, redis.SetArgs{TTL: s.ttl})
+			if run[i] {
+				cmds[i] = gateScript.EvalSha(ctx, pipe, keys[i], args[i]...)
+				pipe.SetArgs(ctx, s.keys.Index(r.ID), r.DebtorID, redis.SetArgs{TTL: s.ttl})
+			}
 		}
 		_, err := pipe.Exec(ctx)
-		if err != nil && attempt == 0 && isNoScript(cmds[0].Err()) {
-			if err := gateScript.Load(ctx, s.rdb).Err(); err != nil {
-				return nil, fmt.Errorf("store: gate: %w", err)
+		if err != nil && attempt == 0 {
+			// A server without the script (restarted; on a cluster maybe
+			// one node): load it and run again only what found it missing
+			// — a decision made must not be made twice.
+			if again := noScript(cmds, run); again != nil {
+				if err := gateScript.Load(ctx, s.rdb).Err(); err != nil {
+					return nil, fmt.Errorf("store: gate: %w", err)
+				}
+				run = again
+				continue
 			}
-			continue
+			err = firstErr(cmds)
 		}
 		out := make([]GateResult, len(rs))
 		for i, c := range cmds {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/contactd/dispatcher/pkg/status"
 	"github.com/contactd/dispatcher/pkg/store"
+	"github.com/contactd/dispatcher/pkg/testenv"
 )
 
 // shared is one family phone number every test debtor below gives.
@@ -236,4 +237,68 @@ func TestNumberOptOutStopsSMS(t *testing.T) {
 			t.Fatalf("the debtor's own opt-outs changed: %d fields", h)
 		}
 	})
+}
+
+// A cluster node that lost its scripts (restarted) answers NOSCRIPT for the
+// calls on its slots: the gate loads the scripts and runs those calls
+// again, and only those — a reservation made on another node is not made
+// a second time, so when the debtors' gaps defer every intent, no number
+// keeps a contact.
+func TestNumberReservationsAfterScriptLoss(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.RedisCluster(t)})
+	t.Cleanup(func() { rdb.Close() })
+	prefix := testenv.Prefix(t)
+	now := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	st := newStore(t, rdb, prefix, now)
+	gap := store.Stream{Event: "attempt", Channel: "any", Scope: "debtor"}
+	var rs []store.GateRequest
+	var nums []store.Stream
+	for i := 0; i < 24; i++ {
+		debtor, phone := fmt.Sprintf("D-S%d", i), fmt.Sprintf("+86138001%05d", i)
+		if _, err := st.ApplyContacts(ctx, []store.Contact{{DebtorID: debtor, Member: "earlier", At: now.Add(-time.Minute), Streams: []store.Stream{gap}}}, now, 48*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		num := store.Stream{Event: "attempt", Channel: "voice", Scope: "number", ScopeID: phone}
+		c := store.Candidate{Channel: "voice", To: "+86***", Address: phone, WindowOK: true,
+			Checks: []store.Check{{Stream: num, Since: now.Add(-4 * time.Hour), Limit: 6, Until: now.Add(20 * time.Hour), Rule: "per-number", Kind: "cap"},
+				{Stream: gap, Since: now.Add(-time.Hour), Limit: 1, Sliding: time.Hour, Rule: "min-gap", Kind: "gap"}},
+			CountIn: []store.Stream{gap, num}}
+		rs, nums = append(rs, numberReq(fmt.Sprintf("I-S%d", i), debtor, now, c)), append(nums, num)
+	}
+	// Load the scripts everywhere, then lose them on one master.
+	if _, err := st.GateBatch(ctx, rs[:1]); err != nil {
+		t.Fatal(err)
+	}
+	flushed := false
+	masters, err := rdb.ClusterShards(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range masters {
+		for _, n := range sh.Nodes {
+			if n.Role == "master" && !flushed {
+				c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("%s:%d", n.IP, n.Port)})
+				flushed = c.ScriptFlush(ctx).Err() == nil
+				c.Close()
+			}
+		}
+	}
+	if !flushed {
+		t.Fatal("could not flush the scripts of a master")
+	}
+	res, err := st.GateBatch(ctx, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range res {
+		if g.Outcome != store.Deferred || g.Rule != "min-gap" {
+			t.Fatalf("%s: %+v, want deferred by the gap", rs[i].ID, g)
+		}
+	}
+	for i, num := range nums {
+		if m := members(t, rdb, st, num); len(m) != 0 {
+			t.Errorf("number %d keeps %v after every intent was deferred", i, m)
+		}
+	}
 }

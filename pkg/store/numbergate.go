@@ -288,22 +288,39 @@ func (s *Store) settleNumbers(ctx context.Context, calls []*numberCall, results 
 	}, func(int, any) error { return nil })
 }
 
-// runScripts runs script n times in one pipeline (loading it once when
-// Redis does not know it) and hands each reply to parse.
+// runScripts runs script n times in one pipeline and hands each reply to
+// parse. When Redis does not know the script (a restarted server; on a
+// cluster, maybe one node) it is loaded and only the calls that found it
+// missing run again, so no call runs twice.
 func (s *Store) runScripts(ctx context.Context, script *redis.Script, n int, call func(int) ([]string, []any), parse func(int, any) error) error {
+	cmds := make([]*redis.Cmd, n)
+	run := make([]bool, n)
+	for i := range run {
+		run[i] = true
+	}
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, n)
 		for i := 0; i < n; i++ {
-			keys, args := call(i)
-			cmds[i] = script.EvalSha(ctx, pipe, keys, args...)
+			if run[i] {
+				keys, args := call(i)
+				cmds[i] = script.EvalSha(ctx, pipe, keys, args...)
+			}
 		}
 		_, err := pipe.Exec(ctx)
-		if err != nil && attempt == 0 && isNoScript(cmds[0].Err()) {
-			if err := script.Load(ctx, s.rdb).Err(); err != nil {
-				return fmt.Errorf("store: load script: %w", err)
+		if err != nil && attempt == 0 {
+			again, missing := make([]bool, n), false
+			for i, c := range cmds {
+				if run[i] && isNoScript(c.Err()) {
+					again[i], missing = true, true
+				}
 			}
-			continue
+			if missing {
+				if err := script.Load(ctx, s.rdb).Err(); err != nil {
+					return fmt.Errorf("store: load script: %w", err)
+				}
+				run = again
+				continue
+			}
 		}
 		for i, c := range cmds {
 			if c.Err() != nil {
@@ -313,7 +330,7 @@ func (s *Store) runScripts(ctx context.Context, script *redis.Script, n int, cal
 				return err
 			}
 		}
-		return err
+		return nil
 	}
 }
 

@@ -249,10 +249,17 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 		}
 		args[i] = []any{r.Owner, ms(r.Now), s.ttlSec, string(r.State), r.Reason, r.Channel, entry, release, r.ID, r.Entry.ProviderID}
 	}
+	cmds := make([]*redis.Cmd, len(rs))
+	run := make([]bool, len(rs))
+	for i := range run {
+		run[i] = true
+	}
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(rs))
 		for i, r := range rs {
+			if !run[i] {
+				continue
+			}
 			cmds[i] = s.finish.EvalSha(ctx, pipe, keys[i], args[i]...)
 			if r.Number != "" {
 				k := s.keys.Number(r.Number)
@@ -261,11 +268,18 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 			}
 		}
 		_, err := pipe.Exec(ctx)
-		if err != nil && attempt == 0 && isNoScript(cmds[0].Err()) {
-			if err := s.finish.Load(ctx, s.rdb).Err(); err != nil {
-				return nil, fmt.Errorf("store: finish: %w", err)
+		if err != nil && attempt == 0 {
+			// Only the outcomes whose server lacked the script run again.
+			if again := noScript(cmds, run); again != nil {
+				if err := s.finish.Load(ctx, s.rdb).Err(); err != nil {
+					return nil, fmt.Errorf("store: finish: %w", err)
+				}
+				run = again
+				continue
 			}
-			continue
+		}
+		if err == nil {
+			err = firstErr(cmds) // one of an earlier attempt's
 		}
 		if err != nil {
 			return nil, fmt.Errorf("store: finish: %w", err)
@@ -433,6 +447,31 @@ func (s *Store) DebtorsAt(ctx context.Context, phone string) ([]string, error) {
 // run runs a script, loading it first if Redis lost it (restart, flush).
 func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args []any) (any, error) {
 	return sc.Run(ctx, s.rdb, keys, args...).Result()
+}
+
+// noScript lists the commands that ran (run) and found their script
+// missing, or nil if none did.
+func noScript(cmds []*redis.Cmd, run []bool) []bool {
+	var again []bool
+	for i, c := range cmds {
+		if run[i] && c != nil && isNoScript(c.Err()) {
+			if again == nil {
+				again = make([]bool, len(cmds))
+			}
+			again[i] = true
+		}
+	}
+	return again
+}
+
+// firstErr is the first error among cmds.
+func firstErr(cmds []*redis.Cmd) error {
+	for _, c := range cmds {
+		if c != nil && c.Err() != nil {
+			return c.Err()
+		}
+	}
+	return nil
 }
 
 func isNoScript(err error) bool {
