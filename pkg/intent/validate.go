@@ -427,3 +427,7 @@ func validZone(s string) bool {
 	zones.Store(s, struct{}{})
 	return true
 }
+
+// ValidPhone reports whether s is a valid phone number written in E.164, as
+// an intent's to.phone must be.
+func ValidPhone(s string) bool { return validPhone(s) }

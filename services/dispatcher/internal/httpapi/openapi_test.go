@@ -631,6 +631,11 @@ func specCases(s *Server, sd seeded) []specCase {
 		{name: "SMS reply HELP", method: "POST", path: "/webhooks/twilio/inbound", ctype: form, body: help, header: helpSig, code: 200, want: []string{"95500"}},
 		{name: "SMS reply with a bad signature", method: "POST", path: "/webhooks/twilio/inbound", ctype: form, body: stop, header: badSig, code: 403},
 		{name: "SMS reply with an unreadable form", method: "POST", path: "/webhooks/twilio/inbound", ctype: form, body: "Body=%zz", header: badSig, code: 400, badRequest: true},
+		{name: "a number that replied TD", method: "POST", path: "/v1/numbers/lookup", body: `{"phone":"+8613800138000"}`, code: 200,
+			want: []string{`"stopped":["sms"]`, `"source":"sms_keyword"`, `"phone":"+86`}},
+		{name: "a number that never replied", method: "POST", path: "/v1/numbers/lookup", body: `{"phone":"+8613900139000"}`, code: 200, want: []string{`"stopped":[]`}},
+		{name: "a number not in E.164", method: "POST", path: "/v1/numbers/lookup", body: `{"phone":"138 0013 8000"}`, code: 400, badRequest: true, want: []string{`"field":"phone"`}},
+		{name: "a number lookup with an unknown field", method: "POST", path: "/v1/numbers/lookup", body: `{"phone":"+8613800138000","debtor_id":"D-1"}`, code: 400, badRequest: true},
 	}
 }
 

@@ -75,6 +75,7 @@ type Deps struct {
 	// Opt-outs and webhooks.
 	OptOuts       OptOutRecorder
 	OptOutReader  OptOutReader
+	Numbers       NumberReader // nil: Webhooks, if it reads numbers
 	OptOutKeys    *optout.Keys // verify opt-out links
 	Webhooks      Webhooks
 	PublicBaseURL string // as the outside (Twilio) sees it: webhook signatures cover it
@@ -112,6 +113,12 @@ func New(d Deps) (*Server, error) {
 	if !d.OpsOnly && (d.Publisher == nil || d.Store == nil || d.Templates == nil || d.Profile == nil || d.Contacts == nil ||
 		d.OptOuts == nil || d.OptOutReader == nil || d.Webhooks == nil || d.Resolver == nil || d.Sessions == nil) {
 		return nil, errors.New("httpapi: publisher, store, contacts, opt-outs, webhooks, sessions, templates and profile are required")
+	}
+	if n, ok := d.Webhooks.(NumberReader); ok && d.Numbers == nil {
+		d.Numbers = n
+	}
+	if !d.OpsOnly && d.Numbers == nil {
+		return nil, errors.New("httpapi: a number reader is required (Numbers, or Webhooks reading numbers)")
 	}
 	if d.Now == nil {
 		d.Now = time.Now
@@ -166,6 +173,7 @@ func New(d Deps) (*Server, error) {
 	v1.DELETE("/debtors/:id/optouts", s.deleteOptOut, write)
 	v1.PUT("/debtors/:id/optouts/:channel", s.putOptOut, write)
 	v1.DELETE("/debtors/:id/optouts/:channel", s.deleteOptOut, write)
+	v1.POST("/numbers/lookup", s.postNumberLookup, read)
 	v1.GET("/ops/summary", s.getSummary, read)
 	if d.Sandbox != nil {
 		v1.GET("/sandbox/outbox", s.outbox, read)
