@@ -455,6 +455,15 @@ func (sf *streamFile) stream(channels []intent.Channel) (Stream, error) {
 	default:
 		return s, fmt.Errorf("counts.scope: %q must be %s, %s or %s", s.Scope, ScopeDebtor, ScopeDebt, ScopeNumber)
 	}
+	// Connected calls and conversations are counted in one stream each
+	// (store.ContactStream): a rule reading any other would count nothing,
+	// ever — a rule that silently never applies.
+	switch {
+	case s.Event == EventConnected && (s.Channel != string(intent.Voice) || s.Scope != ScopeDebtor):
+		return s, fmt.Errorf("counts: connected calls are counted per debtor on voice only (channel: voice, scope: %s), not channel %s scope %s", ScopeDebtor, s.Channel, s.Scope)
+	case s.Event == EventConversation && (s.Channel == ChannelAny || s.Scope != ScopeDebt):
+		return s, fmt.Errorf("counts: conversations are counted per debt on the channel they took place on (a channel, scope: %s), not channel %s scope %s", ScopeDebt, s.Channel, s.Scope)
+	}
 	return s, nil
 }
 

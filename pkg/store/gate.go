@@ -185,9 +185,11 @@ func (s *Store) GatePreview(ctx context.Context, r GateRequest) (GateResult, err
 	return g, nil
 }
 
-// GateBatch decides several intents in one pipeline: one round trip for all
-// of them (on a cluster, one per node involved). Redis runs the scripts in
-// order, each atomically, so the decisions are those of calling Gate for
+// GateBatch decides several intents in a few pipelines (on a cluster, a
+// round trip per node involved in each): the ids bound and the numbers'
+// reservations made, the debtors' gates, the reservations settled. Redis
+// runs the scripts in order, each atomically, and intents sharing a number
+// go in successive rounds, so the decisions are those of calling Gate for
 // each in turn.
 func (s *Store) GateBatch(ctx context.Context, rs []GateRequest) ([]GateResult, error) {
 	if len(rs) == 0 {

@@ -302,3 +302,30 @@ func TestNumberReservationsAfterScriptLoss(t *testing.T) {
 		}
 	}
 }
+
+// A number stream both phone channels count in ("any"): the SMS candidate
+// reserved it first, the debtor's gate claimed the voice fallback (SMS
+// opted out) — the contact stays counted there, once.
+func TestNumberStreamOfBothChannelsKept(t *testing.T) {
+	onEachRedis(t, func(t *testing.T, rdb redis.UniversalClient, prefix string) {
+		ctx := context.Background()
+		now := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+		st := newStore(t, rdb, prefix, now)
+		both := store.Stream{Event: "attempt", Channel: "any", Scope: "number", ScopeID: shared}
+		cand := func(ch string) store.Candidate {
+			return store.Candidate{Channel: ch, To: "+86***", Address: shared, WindowOK: true,
+				Checks:  []store.Check{{Stream: both, Since: now.Add(-time.Hour), Limit: 3, Until: now.Add(time.Hour), Rule: "per-number", Kind: "cap"}},
+				CountIn: []store.Stream{{Event: "attempt", Channel: "any", Scope: "debtor"}, both}}
+		}
+		if err := st.SetOptOut(ctx, "D-B", "sms", []byte(`{"source":"bank_request"}`)); err != nil {
+			t.Fatal(err)
+		}
+		g, err := st.Gate(ctx, numberReq("I-B", "D-B", now, cand("sms"), cand("voice")))
+		if err != nil || g.Outcome != store.Claimed || g.Channel != "voice" {
+			t.Fatalf("gate: %+v %v, want the voice fallback claimed", g, err)
+		}
+		if m := members(t, rdb, st, both); len(m) != 1 || m[0] != "I-B" {
+			t.Fatalf("the number's stream of both channels: %v, want I-B", m)
+		}
+	})
+}

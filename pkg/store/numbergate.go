@@ -34,8 +34,9 @@ type numberCall struct {
 	digest   string
 	keys     []string
 	args     []any
-	channels []string // per script candidate, its channel
-	cands    []int    // per script candidate, its index in the request
+	channels []string   // per script candidate, its channel
+	cands    []int      // per script candidate, its index in the request
+	countIn  [][]string // per script candidate, the stream keys its contact counts in
 	verdicts []numberVerdict
 	reserved bool
 }
@@ -172,9 +173,12 @@ func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
 			n.args = append(n.args, keyOf(k.Stream), ms(k.Since), k.Limit, k.Sliding.Milliseconds(), ms(k.Until), ruleJSON(k.Rule), k.Kind)
 		}
 		n.args = append(n.args, len(countIn))
+		var keys []string
 		for _, st := range countIn {
 			n.args = append(n.args, keyOf(st))
+			keys = append(keys, s.keys.Stream(r.DebtorID, st))
 		}
+		n.countIn = append(n.countIn, keys)
 	}
 	n.args[7] = len(n.cands)
 	return n, nil
@@ -246,16 +250,20 @@ func (n *numberCall) apply(r *GateRequest) {
 // streams to take the reservation out of (all it was added to, except the
 // claimed channel's).
 func (n *numberCall) settleKeys(g GateResult) []string {
-	keep := ""
+	// A stream the claimed channel counts in is kept, whichever candidate
+	// added the intent to it (one counting both SMS and calls, "any").
+	seen := map[string]bool{}
 	if g.Outcome == Claimed || g.Outcome == Stale {
-		keep = g.Channel
+		for j, ch := range n.channels {
+			if ch == g.Channel {
+				for _, k := range n.countIn[j] {
+					seen[k] = true
+				}
+			}
+		}
 	}
 	keys := []string{n.keys[0]}
-	seen := map[string]bool{}
-	for j, vd := range n.verdicts {
-		if n.channels[j] == keep {
-			continue
-		}
+	for _, vd := range n.verdicts {
 		for _, k := range vd.added {
 			if !seen[k] {
 				seen[k] = true
