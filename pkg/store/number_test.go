@@ -64,6 +64,16 @@ func TestNumberCapCountsEveryDebtor(t *testing.T) {
 				for i := 1; i <= 7; i++ {
 					rs = append(rs, numberReq(fmt.Sprintf("I-%d", i), fmt.Sprintf("D-%d", i), noon.Add(time.Duration(i)*time.Second), numberVoice(noon, 6)))
 				}
+				if c, ok := rdb.(*redis.ClusterClient); ok {
+					// The debtors and the number are in different slots.
+					slots := map[int64]bool{c.ClusterKeySlot(ctx, st.Keys().NumberPending(st.Digest(shared))).Val(): true}
+					for _, r := range rs {
+						slots[c.ClusterKeySlot(ctx, st.Keys().OptOuts(r.DebtorID)).Val()] = true
+					}
+					if len(slots) != 8 {
+						t.Fatalf("the 7 debtors and the number span %d slots, want 8", len(slots))
+					}
+				}
 				var res []store.GateResult
 				if batch {
 					var err error
