@@ -55,18 +55,30 @@ func TestGateNeverBreaksPolicy(t *testing.T) {
 			id, tz, phone string
 			zones         []string
 		}
+		// A burst packs the steps into hours, and up to four debtors share
+		// a family phone: the daily caps, per number too, are reached.
+		burst := rapid.Bool().Draw(rt, "burst")
+		stride, maxSteps, ndebtors := 8*60, 40, rapid.IntRange(1, 3).Draw(rt, "debtors")
+		cnPhones, usPhones := []string{"+8613800138000", "+8613900139000"}, []string{"+12125550123", "+12125550188"}
+		if burst {
+			stride, maxSteps, ndebtors = 45, 80, rapid.IntRange(2, 4).Draw(rt, "debtors at one phone")
+			cnPhones, usPhones = cnPhones[:1], usPhones[:1]
+		}
 		var debtors []debtor
-		for i := 0; i < rapid.IntRange(1, 3).Draw(rt, "debtors"); i++ {
+		for i := 0; i < ndebtors; i++ {
 			d := debtor{id: fmt.Sprintf("D-%d", i)}
 			if name == "cn-bank" {
 				d.tz = rapid.SampledFrom([]string{"Asia/Shanghai", "Asia/Urumqi", "Europe/London", "America/New_York"}).Draw(rt, "tz")
+				if burst {
+					d.tz = "Asia/Shanghai" // the number's own zone: every debtor's window opens
+				}
 				// A family phone: debtors may share a number.
-				d.phone = rapid.SampledFrom([]string{"+8613800138000", "+8613900139000"}).Draw(rt, "phone")
+				d.phone = rapid.SampledFrom(cnPhones).Draw(rt, "phone")
 				d.zones = []string{d.tz}
 			} else {
 				d.tz = rapid.SampledFrom([]string{"America/New_York", "America/Chicago", "America/Los_Angeles"}).Draw(rt, "tz")
 				// New York numbers: with another zone the location is ambiguous.
-				d.phone = rapid.SampledFrom([]string{"+12125550123", "+12125550188"}).Draw(rt, "phone")
+				d.phone = rapid.SampledFrom(usPhones).Draw(rt, "phone")
 				d.zones = []string{d.tz, "America/New_York"}
 			}
 			debtors = append(debtors, d)
@@ -110,10 +122,7 @@ func TestGateNeverBreaksPolicy(t *testing.T) {
 				pending = append(pending, waiting{in: in, until: *until})
 			}
 		}
-		steps := rapid.IntRange(1, 40).Draw(rt, "steps")
-		// A burst packs the steps into hours, where the daily caps (per
-		// number too) are reached.
-		stride := rapid.SampledFrom([]int{8 * 60, 90}).Draw(rt, "max advance minutes")
+		steps := rapid.IntRange(1, maxSteps).Draw(rt, "steps")
 		for s := 0; s < steps; s++ {
 			clock = clock.Add(time.Duration(rapid.IntRange(0, stride).Draw(rt, "advance minutes")) * time.Minute)
 			// The scheduler's part: what is due goes through the gate again.
@@ -133,6 +142,10 @@ func TestGateNeverBreaksPolicy(t *testing.T) {
 				id = fmt.Sprintf("I-%d", rapid.IntRange(0, s-1).Draw(rt, "reused"))
 			}
 			chans := rapid.SliceOfNDistinct(rapid.SampledFrom(intent.Channels), 1, 3, func(c intent.Channel) intent.Channel { return c }).Draw(rt, "channels")
+			if burst {
+				// Calls and SMS to the shared phone.
+				chans = []intent.Channel{rapid.SampledFrom([]intent.Channel{intent.Voice, intent.SMS}).Draw(rt, "phone channel")}
+			}
 			in := intent.Intent{
 				ID: id, DebtorID: d.id, DebtID: "L-" + d.id, Template: "overdue_notice", Locale: "zh-CN",
 				Channels: chans, Fallback: rapid.Bool().Draw(rt, "fallback"),
