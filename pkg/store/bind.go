@@ -58,14 +58,7 @@ func (s *Store) boundElsewhere(ctx context.Context, id, debtorID string) (bool, 
 func (s *Store) bindReserve(ctx context.Context, rs []GateRequest, calls []*numberCall) ([]bool, error) {
 	binds := make([]*redis.Cmd, len(rs))
 	nums := make([]*redis.Cmd, len(calls))
-	bindAll, numAll := make([]bool, len(rs)), make([]bool, len(calls))
-	for i := range bindAll {
-		bindAll[i] = true
-	}
-	for i := range numAll {
-		numAll[i] = true
-	}
-	run, runNum := bindAll, numAll
+	run, runNum := allTrue(len(rs)), allTrue(len(calls))
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
 		for i, r := range rs {
@@ -78,27 +71,15 @@ func (s *Store) bindReserve(ctx context.Context, rs []GateRequest, calls []*numb
 				nums[i] = numberScript.EvalSha(ctx, pipe, n.keys, n.args...)
 			}
 		}
-		_, err := pipe.Exec(ctx)
-		if err != nil && attempt == 0 {
-			again, againNum := make([]bool, len(rs)), make([]bool, len(calls))
-			missing := false
-			for i := range rs {
-				if run[i] && isNoScript(binds[i].Err()) {
-					again[i], missing = true, true
-				}
-			}
-			for i := range calls {
-				if runNum[i] && isNoScript(nums[i].Err()) {
-					againNum[i], missing = true, true
-				}
-			}
-			if missing {
+		if _, err := pipe.Exec(ctx); err != nil && attempt == 0 {
+			again, againNum := noScript(binds, run), noScript(nums, runNum)
+			if again != nil || againNum != nil {
 				for _, sc := range []*redis.Script{bindScript, numberScript} {
 					if err := sc.Load(ctx, s.rdb).Err(); err != nil {
 						return nil, fmt.Errorf("store: bind: %w", err)
 					}
 				}
-				run, runNum = again, againNum
+				run, runNum = orNone(again, len(rs)), orNone(againNum, len(calls))
 				continue
 			}
 		}

@@ -293,10 +293,7 @@ func (s *Store) gateRound(ctx context.Context, rs []GateRequest) ([]GateResult, 
 		}
 	}
 	cmds := make([]*redis.Cmd, len(rs))
-	run := make([]bool, len(rs))
-	for i := range run {
-		run[i] = true
-	}
+	run := allTrue(len(rs))
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
 		for i, r := range rs {

@@ -31,14 +31,15 @@ const PendingHold = 10 * time.Second
 // numberCall is the number.lua call of one gate request: its number's
 // checks and streams, and what the script answered.
 type numberCall struct {
-	digest   string
-	keys     []string
-	args     []any
-	channels []string   // per script candidate, its channel
-	cands    []int      // per script candidate, its index in the request
-	countIn  [][]string // per script candidate, the stream keys its contact counts in
-	verdicts []numberVerdict
-	reserved bool
+	id, owner string // the intent, and the lease token that reserves
+	digest    string
+	keys      []string
+	args      []any
+	channels  []string   // per script candidate, its channel
+	cands     []int      // per script candidate, its index in the request
+	countIn   [][]string // per script candidate, the stream keys its contact counts in
+	verdicts  []numberVerdict
+	reserved  bool
 }
 
 type numberVerdict struct {
@@ -50,37 +51,42 @@ type numberVerdict struct {
 
 func isNumberStream(st Stream) bool { return st.Scope == "number" }
 
-// debtorChecks are the checks gate.lua evaluates: all but the number's.
-func debtorChecks(cs []Check) []Check {
-	for i, c := range cs {
-		if isNumberStream(c.Stream) {
-			out := append([]Check(nil), cs[:i]...)
-			for _, c := range cs[i+1:] {
-				if !isNumberStream(c.Stream) {
-					out = append(out, c)
+// notNumber returns xs without the elements on a number's stream (xs
+// itself when there are none: the gate's hot path allocates nothing).
+func notNumber[T any](xs []T, stream func(T) Stream) []T {
+	for i, x := range xs {
+		if isNumberStream(stream(x)) {
+			out := append([]T(nil), xs[:i]...)
+			for _, x := range xs[i+1:] {
+				if !isNumberStream(stream(x)) {
+					out = append(out, x)
 				}
 			}
 			return out
 		}
 	}
-	return cs
+	return xs
 }
 
-// debtorStreams are the streams gate.lua counts a contact in.
-func debtorStreams(ss []Stream) []Stream {
-	for i, st := range ss {
-		if isNumberStream(st) {
-			out := append([]Stream(nil), ss[:i]...)
-			for _, st := range ss[i+1:] {
-				if !isNumberStream(st) {
-					out = append(out, st)
-				}
-			}
-			return out
+// onlyNumber returns the elements of xs on a number's stream.
+func onlyNumber[T any](xs []T, stream func(T) Stream) []T {
+	var out []T
+	for _, x := range xs {
+		if isNumberStream(stream(x)) {
+			out = append(out, x)
 		}
 	}
-	return ss
+	return out
 }
+
+func checkStream(c Check) Stream { return c.Stream }
+func itself(st Stream) Stream    { return st }
+
+// debtorChecks are the checks gate.lua evaluates: all but the number's.
+func debtorChecks(cs []Check) []Check { return notNumber(cs, checkStream) }
+
+// debtorStreams are the streams gate.lua counts a contact in.
+func debtorStreams(ss []Stream) []Stream { return notNumber(ss, itself) }
 
 func phoneChannel(ch string) bool { return ch == "sms" || ch == "voice" }
 
@@ -96,6 +102,17 @@ func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
 		}
 		return nil
 	}
+	// One number per intent: its digest (an HMAC) is computed once.
+	var addr, addrDigest string
+	digestOf := func(st Stream) string {
+		if st.Digest != "" {
+			return st.Digest
+		}
+		if addrDigest == "" || st.ScopeID != addr {
+			addr, addrDigest = st.ScopeID, s.keys.AddressDigest(st.ScopeID)
+		}
+		return addrDigest
+	}
 	needed := false
 	for _, c := range r.Candidates {
 		if !phoneChannel(c.Channel) {
@@ -104,7 +121,7 @@ func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
 		for _, k := range c.Checks {
 			if isNumberStream(k.Stream) {
 				needed = true
-				if err := use(s.keys.streamDigest(k.Stream)); err != nil {
+				if err := use(digestOf(k.Stream)); err != nil {
 					return nil, err
 				}
 			}
@@ -112,13 +129,13 @@ func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
 		for _, st := range c.CountIn {
 			if isNumberStream(st) {
 				needed = true
-				if err := use(s.keys.streamDigest(st)); err != nil {
+				if err := use(digestOf(st)); err != nil {
 					return nil, err
 				}
 			}
 		}
 		if c.Address != "" {
-			if err := use(s.keys.AddressDigest(c.Address)); err != nil {
+			if err := use(digestOf(Stream{ScopeID: c.Address})); err != nil {
 				return nil, err
 			}
 			if c.Channel == "sms" {
@@ -129,14 +146,15 @@ func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
 	if !needed || digest == "" {
 		return nil, nil
 	}
-	n := &numberCall{digest: digest, keys: []string{s.keys.NumberPending(digest), s.keys.NumberOptOuts(digest)}}
+	n := &numberCall{id: r.ID, owner: r.Owner, digest: digest, keys: []string{s.keys.NumberPending(digest), s.keys.NumberOptOuts(digest)}}
 	check := "0"
 	if _, cluster := s.rdb.(*redis.ClusterClient); !cluster {
 		check = "1"
 		n.keys = append(n.keys, s.keys.Marker())
 	}
 	index := map[string]int{}
-	keyOf := func(st Stream) string {
+	keyOf := func(st Stream) int {
+		st.Digest = digest // every number stream of r is this number's: no digest to compute again
 		k := s.keys.Stream(r.DebtorID, st)
 		i, ok := index[k]
 		if !ok {
@@ -144,7 +162,7 @@ func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
 			i = len(n.keys)
 			index[k] = i
 		}
-		return strconv.Itoa(i)
+		return i
 	}
 	preview := "0"
 	if r.Preview {
@@ -155,28 +173,18 @@ func (s *Store) numberCallOf(r GateRequest) (*numberCall, error) {
 		if !phoneChannel(c.Channel) {
 			continue
 		}
-		var checks []Check
-		for _, k := range c.Checks {
-			if isNumberStream(k.Stream) {
-				checks = append(checks, k)
-			}
-		}
-		var countIn []Stream
-		for _, st := range c.CountIn {
-			if isNumberStream(st) {
-				countIn = append(countIn, st)
-			}
-		}
+		checks, countIn := onlyNumber(c.Checks, checkStream), onlyNumber(c.CountIn, itself)
 		n.channels, n.cands = append(n.channels, c.Channel), append(n.cands, i)
 		n.args = append(n.args, c.Channel, len(checks))
 		for _, k := range checks {
-			n.args = append(n.args, keyOf(k.Stream), ms(k.Since), k.Limit, k.Sliding.Milliseconds(), ms(k.Until), ruleJSON(k.Rule), k.Kind)
+			n.args = append(n.args, strconv.Itoa(keyOf(k.Stream)), ms(k.Since), k.Limit, k.Sliding.Milliseconds(), ms(k.Until), ruleJSON(k.Rule), k.Kind)
 		}
 		n.args = append(n.args, len(countIn))
 		var keys []string
 		for _, st := range countIn {
-			n.args = append(n.args, keyOf(st))
-			keys = append(keys, s.keys.Stream(r.DebtorID, st))
+			k := keyOf(st)
+			n.args = append(n.args, strconv.Itoa(k))
+			keys = append(keys, n.keys[k-1])
 		}
 		n.countIn = append(n.countIn, keys)
 	}
@@ -292,7 +300,7 @@ func (s *Store) settleNumbers(ctx context.Context, calls []*numberCall, results 
 		return nil
 	}
 	return s.runScripts(ctx, settleScript, len(calls), func(i int) ([]string, []any) {
-		return calls[i].settleKeys(results[i]), []any{calls[i].args[0], calls[i].args[2]}
+		return calls[i].settleKeys(results[i]), []any{calls[i].id, calls[i].owner}
 	}, func(int, any) error { return nil })
 }
 
@@ -302,10 +310,7 @@ func (s *Store) settleNumbers(ctx context.Context, calls []*numberCall, results 
 // missing run again, so no call runs twice.
 func (s *Store) runScripts(ctx context.Context, script *redis.Script, n int, call func(int) ([]string, []any), parse func(int, any) error) error {
 	cmds := make([]*redis.Cmd, n)
-	run := make([]bool, n)
-	for i := range run {
-		run[i] = true
-	}
+	run := allTrue(n)
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
 		for i := 0; i < n; i++ {
@@ -316,13 +321,7 @@ func (s *Store) runScripts(ctx context.Context, script *redis.Script, n int, cal
 		}
 		_, err := pipe.Exec(ctx)
 		if err != nil && attempt == 0 {
-			again, missing := make([]bool, n), false
-			for i, c := range cmds {
-				if run[i] && isNoScript(c.Err()) {
-					again[i], missing = true, true
-				}
-			}
-			if missing {
+			if again := noScript(cmds, run); again != nil {
 				if err := script.Load(ctx, s.rdb).Err(); err != nil {
 					return fmt.Errorf("store: load script: %w", err)
 				}

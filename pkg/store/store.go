@@ -250,10 +250,7 @@ func (s *Store) FinishBatch(ctx context.Context, rs []FinishRequest) ([]int64, e
 		args[i] = []any{r.Owner, ms(r.Now), s.ttlSec, string(r.State), r.Reason, r.Channel, entry, release, r.ID, r.Entry.ProviderID}
 	}
 	cmds := make([]*redis.Cmd, len(rs))
-	run := make([]bool, len(rs))
-	for i := range run {
-		run[i] = true
-	}
+	run := allTrue(len(rs))
 	for attempt := 0; ; attempt++ {
 		pipe := s.rdb.Pipeline()
 		for i, r := range rs {
@@ -462,6 +459,23 @@ func noScript(cmds []*redis.Cmd, run []bool) []bool {
 		}
 	}
 	return again
+}
+
+// allTrue is n trues: every command of a pipeline runs.
+func allTrue(n int) []bool {
+	out := make([]bool, n)
+	for i := range out {
+		out[i] = true
+	}
+	return out
+}
+
+// orNone is run, or n falses when run is nil (noScript found none).
+func orNone(run []bool, n int) []bool {
+	if run == nil {
+		return make([]bool, n)
+	}
+	return run
 }
 
 // firstErr is the first error among cmds.
